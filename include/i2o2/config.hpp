@@ -1,0 +1,56 @@
+#pragma once
+/// Runtime settings of a scheduler: a plain aggregate for designated
+/// initializers, e.g. `i2o2::config{.ring_depth = 256, .registered_files = 64}`.
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace i2o2 {
+
+struct config {
+  /// Envelopes the client->scheduler queue holds; rounded up to a power of
+  /// two. `submit` waits and `try_submit` fails while it is full.
+  std::uint32_t queue_capacity = 1024;
+
+  /// SQ entries, a power of two in [1, 32768]. The CQ is twice as deep, and
+  /// the scheduler never has more ops in flight than the CQ holds.
+  std::uint32_t ring_depth = 256;
+
+  /// IORING_SETUP_IOPOLL: busy-poll completions (O_DIRECT on polled devices).
+  bool iopoll = false;
+  /// IORING_SETUP_SQPOLL: a kernel thread polls the SQ.
+  bool sqpoll = false;
+  /// Idle time before the SQPOLL thread sleeps.
+  std::chrono::milliseconds sqpoll_idle{1000};
+  /// IORING_SETUP_SQE128: 128-byte SQEs, needed by `op::uring_cmd`.
+  bool sqe128 = false;
+  /// IORING_SETUP_CQE32: 32-byte CQEs (NVMe passthrough results).
+  bool cqe32 = false;
+  /// IORING_SETUP_COOP_TASKRUN (Linux 5.19). Unneeded where DEFER_TASKRUN,
+  /// which i2o2 turns on by itself wherever the kernel has it, is in use.
+  bool coop_taskrun = false;
+  /// Drop requested setup flags the kernel lacks instead of failing.
+  bool skip_unsupported = false;
+
+  /// Slots of the sparse registered-file table (0: none).
+  std::uint32_t registered_files = 0;
+  /// Slots of the sparse registered-buffer table (0: none).
+  std::uint32_t registered_buffers = 0;
+
+  /// Pin the scheduler thread to this CPU (`spawn` only).
+  std::optional<unsigned> cpu_affinity;
+  /// Name of the scheduler thread (`spawn` only; at most 15 characters).
+  std::string thread_name = "i2o2-scheduler";
+
+  /// On shutdown, in-flight ops still running after this long are cancelled
+  /// (each guard is still released on the op's own CQE). Empty: wait for
+  /// them however long they take.
+  std::optional<std::chrono::milliseconds> shutdown_deadline = std::chrono::seconds(30);
+};
+
+/// Largest queue capacity accepted; larger is a configuration error.
+inline constexpr std::uint32_t max_queue_capacity = 1U << 22;
+
+} // namespace i2o2

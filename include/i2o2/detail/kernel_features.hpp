@@ -1,0 +1,148 @@
+#pragma once
+/// What the running kernel's io_uring can do, probed once per process with
+/// raw syscalls on a throwaway ring: supported opcodes (IORING_REGISTER_PROBE)
+/// and setup flags (by trial: a tiny ring is created with the flag alone).
+///
+/// Test builds (I2O2_TESTING) can pretend the kernel lacks features, so the
+/// fallbacks and errors of older kernels are exercised on a new one.
+
+#include "compat.hpp"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <bitset>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace i2o2::detail {
+
+/// A setup flag, its name and the first kernel that has it.
+struct setup_flag_info {
+  std::uint32_t flag;
+  const char* name;
+  const char* since;
+};
+
+inline constexpr std::array<setup_flag_info, 10> known_setup_flags{{
+    {IORING_SETUP_IOPOLL, "IORING_SETUP_IOPOLL", "Linux 5.1"},
+    {IORING_SETUP_SQPOLL, "IORING_SETUP_SQPOLL", "Linux 5.1"},
+    {IORING_SETUP_CQSIZE, "IORING_SETUP_CQSIZE", "Linux 5.5"},
+    {IORING_SETUP_R_DISABLED, "IORING_SETUP_R_DISABLED", "Linux 5.10"},
+    {IORING_SETUP_SUBMIT_ALL, "IORING_SETUP_SUBMIT_ALL", "Linux 5.18"},
+    {IORING_SETUP_COOP_TASKRUN, "IORING_SETUP_COOP_TASKRUN", "Linux 5.19"},
+    {IORING_SETUP_SQE128, "IORING_SETUP_SQE128", "Linux 5.19"},
+    {IORING_SETUP_CQE32, "IORING_SETUP_CQE32", "Linux 5.19"},
+    {IORING_SETUP_SINGLE_ISSUER, "IORING_SETUP_SINGLE_ISSUER", "Linux 6.0"},
+    {IORING_SETUP_DEFER_TASKRUN, "IORING_SETUP_DEFER_TASKRUN", "Linux 6.1"},
+}};
+
+inline const setup_flag_info& describe_setup_flag(std::uint32_t flag) noexcept {
+  for (const auto& info : known_setup_flags)
+    if (info.flag == flag) return info;
+  static constexpr setup_flag_info unknown{0, "an unknown IORING_SETUP flag", "an unknown kernel"};
+  return unknown;
+}
+
+/// The first kernel with each opcode i2o2 exposes, for error messages.
+inline const char* opcode_since(std::uint8_t opcode) noexcept {
+  switch (opcode) {
+  case IORING_OP_NOP: case IORING_OP_READV: case IORING_OP_WRITEV: case IORING_OP_FSYNC:
+  case IORING_OP_READ_FIXED: case IORING_OP_WRITE_FIXED: return "Linux 5.1";
+  case IORING_OP_FALLOCATE: case IORING_OP_OPENAT: case IORING_OP_CLOSE:
+  case IORING_OP_STATX: case IORING_OP_READ: case IORING_OP_WRITE: case IORING_OP_FADVISE:
+  case IORING_OP_MADVISE: return "Linux 5.6";
+  case compat::op_msg_ring: return "Linux 5.18";
+  case compat::op_uring_cmd: return "Linux 5.19";
+  case compat::op_futex_wait: case compat::op_futex_wake: return "Linux 6.7";
+  case compat::op_ftruncate: return "Linux 6.9";
+  default: return "a newer kernel";
+  }
+}
+
+class kernel_features {
+public:
+  /// The running kernel's features, probed on first use.
+  static const kernel_features& get() {
+    static const kernel_features probed = probe();
+    return probed;
+  }
+
+  bool has_opcode(std::uint8_t opcode) const noexcept {
+    return opcodes_.test(opcode) && !(pretend_missing_opcodes().test(opcode));
+  }
+  bool has_setup_flag(std::uint32_t flag) const noexcept {
+    return (setup_flags_ & flag) == flag && (pretend_missing_setup_flags().load() & flag) == 0;
+  }
+  /// Whether io_uring exists at all (ENOSYS, or disabled by sysctl).
+  bool available() const noexcept { return setup_errno_ == 0; }
+  int setup_errno() const noexcept { return setup_errno_; }
+
+#ifdef I2O2_TESTING
+  /// Test builds only: behave as if the kernel lacked these features.
+  static void pretend_missing(std::uint32_t setup_flags, std::vector<std::uint8_t> opcodes = {}) {
+    pretend_missing_setup_flags().store(setup_flags);
+    pretend_missing_opcodes().reset();
+    for (auto opcode : opcodes) pretend_missing_opcodes().set(opcode);
+  }
+  static void stop_pretending() { pretend_missing(0); }
+#endif
+
+private:
+  static std::atomic<std::uint32_t>& pretend_missing_setup_flags() {
+    static std::atomic<std::uint32_t> flags{0};
+    return flags;
+  }
+  static std::bitset<256>& pretend_missing_opcodes() {
+    static std::bitset<256> opcodes;
+    return opcodes;
+  }
+
+  static int try_setup(std::uint32_t flags, int& fd) noexcept {
+    io_uring_params params;
+    std::memset(&params, 0, sizeof(params));
+    params.flags = flags;
+    if (flags & IORING_SETUP_CQSIZE) params.cq_entries = 4;
+    if (flags & IORING_SETUP_DEFER_TASKRUN) params.flags |= IORING_SETUP_SINGLE_ISSUER;
+    if (flags & IORING_SETUP_SQPOLL) params.sq_thread_idle = 1;
+    fd = static_cast<int>(::syscall(__NR_io_uring_setup, 2U, &params));
+    return fd < 0 ? errno : 0;
+  }
+
+  static kernel_features probe() {
+    kernel_features features;
+    int fd = -1;
+    features.setup_errno_ = try_setup(0, fd);
+    if (features.setup_errno_ != 0) return features;
+
+    // Opcodes: IORING_REGISTER_PROBE fills one entry per opcode it knows.
+    constexpr unsigned entries = 256;
+    std::vector<std::byte> buffer(sizeof(io_uring_probe) + entries * sizeof(io_uring_probe_op));
+    auto* probe_result = reinterpret_cast<io_uring_probe*>(buffer.data());
+    if (::syscall(__NR_io_uring_register, fd, IORING_REGISTER_PROBE, probe_result, entries) == 0) {
+      for (unsigned i = 0; i < probe_result->ops_len && i < entries; ++i)
+        if (probe_result->ops[i].flags & IO_URING_OP_SUPPORTED) features.opcodes_.set(i);
+    }
+    ::close(fd);
+
+    for (const auto& info : known_setup_flags) {
+      int trial_fd = -1;
+      if (try_setup(info.flag, trial_fd) == 0) {
+        features.setup_flags_ |= info.flag;
+        ::close(trial_fd);
+      }
+    }
+    return features;
+  }
+
+  std::bitset<256> opcodes_;
+  std::uint32_t setup_flags_ = 0;
+  int setup_errno_ = 0;
+};
+
+} // namespace i2o2::detail

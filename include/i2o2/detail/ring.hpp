@@ -1,0 +1,200 @@
+#pragma once
+/// The ring boundary: the only code in i2o2 that calls liburing.
+///
+/// Owns one io_uring instance. Created disabled (IORING_SETUP_R_DISABLED) on
+/// any thread, then `enable()`d on the scheduler thread, which makes that
+/// thread the single issuer SINGLE_ISSUER/DEFER_TASKRUN require. After
+/// `enable()` only the scheduler thread may call anything here.
+
+#include "../config.hpp"
+#include "../op.hpp"
+#include "kernel_features.hpp"
+
+#include <liburing.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+namespace i2o2::detail {
+
+/// Setup flags i2o2 turns on by itself wherever the kernel has them.
+inline constexpr std::uint32_t automatic_setup_flags =
+    IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+
+/// Setup flags a config asks for explicitly.
+inline std::uint32_t requested_setup_flags(const config& cfg) noexcept {
+  std::uint32_t flags = 0;
+  if (cfg.iopoll) flags |= IORING_SETUP_IOPOLL;
+  if (cfg.sqpoll) flags |= IORING_SETUP_SQPOLL;
+  if (cfg.sqe128) flags |= IORING_SETUP_SQE128;
+  if (cfg.cqe32) flags |= IORING_SETUP_CQE32;
+  if (cfg.coop_taskrun) flags |= IORING_SETUP_COOP_TASKRUN;
+  return flags;
+}
+
+class ring {
+public:
+  /// Creates the ring. Throws `std::system_error` naming the flag and the
+  /// kernel that has it when a requested flag is missing (unless
+  /// `skip_unsupported`), or with the kernel's errno when setup fails.
+  explicit ring(const config& cfg) {
+    const kernel_features& kernel = kernel_features::get();
+    if (!kernel.available())
+      throw std::system_error(kernel.setup_errno(), std::system_category(),
+                              "i2o2: io_uring is not available on this kernel (needs Linux 5.15+ "
+                              "with io_uring enabled)");
+
+    std::uint32_t flags = IORING_SETUP_CQSIZE;
+    for (const auto& info : known_setup_flags) {
+      if ((requested_setup_flags(cfg) & info.flag) == 0) continue;
+      if (kernel.has_setup_flag(info.flag)) {
+        flags |= info.flag;
+      } else if (!cfg.skip_unsupported) {
+        throw std::system_error(EINVAL, std::system_category(),
+                                std::string("i2o2: config asks for ") + info.name + ", which needs " +
+                                    info.since + "; this kernel lacks it (set skip_unsupported "
+                                                 "to run without it)");
+      }
+    }
+    // Created disabled so the scheduler thread can become the single issuer.
+    const bool can_defer_enable = kernel.has_setup_flag(IORING_SETUP_R_DISABLED);
+    std::uint32_t automatic = 0;
+    if (can_defer_enable) {
+      automatic |= IORING_SETUP_R_DISABLED;
+      for (std::uint32_t flag : {std::uint32_t{IORING_SETUP_SUBMIT_ALL},
+                                 std::uint32_t{IORING_SETUP_SINGLE_ISSUER},
+                                 std::uint32_t{IORING_SETUP_DEFER_TASKRUN}})
+        if (kernel.has_setup_flag(flag)) automatic |= flag;
+      // DEFER_TASKRUN needs SINGLE_ISSUER and cannot be combined with SQPOLL.
+      if (!(automatic & IORING_SETUP_SINGLE_ISSUER) || (flags & IORING_SETUP_SQPOLL))
+        automatic &= ~std::uint32_t{IORING_SETUP_DEFER_TASKRUN};
+    }
+
+    int result = init(cfg, flags | automatic);
+    if (result == -EINVAL && automatic != 0) {
+      // Some kernels refuse particular combinations: fall back to the
+      // flags that were asked for.
+      result = init(cfg, flags | (automatic & IORING_SETUP_R_DISABLED));
+      if (result == -EINVAL) result = init(cfg, flags);
+    }
+    if (result < 0)
+      throw std::system_error(-result, std::system_category(), "i2o2: io_uring_queue_init failed");
+  }
+
+  ring(const ring&) = delete;
+  ring& operator=(const ring&) = delete;
+
+  /// The scheduler must have drained every op first: the kernel keeps
+  /// using buffers of in-flight ops after the ring is closed.
+  ~ring() { io_uring_queue_exit(&ring_); }
+
+  /// Scheduler thread: enables a ring created disabled, making this thread
+  /// its submitter. liburing 2.3 does not export io_uring_enable_rings.
+  void enable() {
+    if ((flags_ & IORING_SETUP_R_DISABLED) == 0) return;
+    const long result =
+        ::syscall(__NR_io_uring_register, ring_.ring_fd, compat::register_enable_rings, nullptr, 0);
+    if (result < 0)
+      throw std::system_error(errno, std::system_category(), "i2o2: enabling the ring failed");
+  }
+
+  void register_sparse_tables(unsigned files, unsigned buffers) {
+    if (files > 0) {
+      const int result = io_uring_register_files_sparse(&ring_, files);
+      if (result < 0)
+        throw std::system_error(-result, std::system_category(),
+                                "i2o2: registering the sparse file table failed");
+    }
+    if (buffers > 0) {
+      const int result = io_uring_register_buffers_sparse(&ring_, buffers);
+      if (result < 0)
+        throw std::system_error(-result, std::system_category(),
+                                "i2o2: registering the sparse buffer table failed");
+    }
+  }
+
+  /// A free SQE, or null when the SQ is full.
+  io_uring_sqe* get_sqe() noexcept { return io_uring_get_sqe(&ring_); }
+
+  /// Copies a prepared image into a free SQE; false when the SQ is full.
+  bool push(const prepared_op& image, std::uint64_t user_data) noexcept {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) return false;
+    std::memcpy(sqe, image.bytes, sizeof(io_uring_sqe));
+    if (sqe128()) std::memcpy(reinterpret_cast<std::byte*>(sqe) + 64, image.ext(), 64);
+    sqe->user_data = user_data;
+    return true;
+  }
+
+  unsigned sq_space_left() noexcept { return io_uring_sq_space_left(&ring_); }
+  unsigned sq_pending() noexcept { return io_uring_sq_ready(&ring_); }
+
+  /// Hands queued SQEs to the kernel and, with `wait_for > 0`, waits until
+  /// at least one CQE is ready. Returns the kernel's result: the number of
+  /// SQEs consumed, or -errno. -EINTR, -EAGAIN and -EBUSY are transient:
+  /// the caller reaps and tries again; SQEs not consumed stay queued.
+  int submit(unsigned wait_for) noexcept {
+    if (wait_for == 0) return io_uring_submit(&ring_);
+    return io_uring_submit_and_wait(&ring_, wait_for);
+  }
+
+  /// Submits and collects completions without waiting. Always enters the
+  /// kernel, which DEFER_TASKRUN rings need before completions show up.
+  int submit_and_get_events() noexcept { return io_uring_submit_and_get_events(&ring_); }
+
+  /// Like `submit(1)`, but gives up after `timeout` (returns -ETIME).
+  int submit_and_wait_timeout(__kernel_timespec timeout) noexcept {
+    io_uring_cqe* cqe = nullptr;
+    return io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &timeout, nullptr);
+  }
+
+  /// Calls `on_cqe(user_data, res)` for every ready CQE; returns how many.
+  template <class OnCqe>
+  unsigned reap(OnCqe&& on_cqe) noexcept {
+    unsigned head = 0;
+    unsigned seen = 0;
+    io_uring_cqe* cqe = nullptr;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      on_cqe(cqe->user_data, cqe->res);
+      ++seen;
+    }
+    io_uring_cq_advance(&ring_, seen);
+    return seen;
+  }
+
+  bool sqe128() const noexcept { return (flags_ & IORING_SETUP_SQE128) != 0; }
+  bool iopoll() const noexcept { return (flags_ & IORING_SETUP_IOPOLL) != 0; }
+  std::uint32_t flags() const noexcept { return flags_; }
+  unsigned sq_entries() const noexcept { return sq_entries_; }
+  unsigned cq_entries() const noexcept { return cq_entries_; }
+  int fd() const noexcept { return ring_.ring_fd; }
+
+private:
+  int init(const config& cfg, std::uint32_t flags) noexcept {
+    io_uring_params params;
+    std::memset(&params, 0, sizeof(params));
+    params.flags = flags;
+    params.cq_entries = cfg.ring_depth * 2;
+    if (flags & IORING_SETUP_SQPOLL)
+      params.sq_thread_idle = static_cast<unsigned>(cfg.sqpoll_idle.count());
+    const int result = io_uring_queue_init_params(cfg.ring_depth, &ring_, &params);
+    if (result == 0) {
+      flags_ = flags;
+      sq_entries_ = params.sq_entries;
+      cq_entries_ = params.cq_entries;
+    }
+    return result;
+  }
+
+  io_uring ring_{};
+  std::uint32_t flags_ = 0;
+  unsigned sq_entries_ = 0;
+  unsigned cq_entries_ = 0;
+};
+
+} // namespace i2o2::detail

@@ -1,0 +1,183 @@
+#pragma once
+/// What handles and the scheduler share: the queue, the wait strategy, the
+/// park announcement and the gate that closes submissions.
+///
+/// Protocols (each is what a guarantee rests on):
+/// - Park (W1): the scheduler stores `parked_ = 1`, fences, re-checks the
+///   queue and only then sleeps; a producer publishes its envelope, fences,
+///   and wakes the scheduler only if it sees `parked_`, exchanging it to 0
+///   so one park costs at most one wake.
+/// - Gate (G3/G5): a producer counts itself in before pushing and out after;
+///   closing sets the top bit. The scheduler finishes only once the gate is
+///   closed with nobody inside and the queue is empty, so an accepted op is
+///   never stranded and a late one is refused with scheduler_closed.
+/// - Space: a producer that finds the queue full sleeps on `space_epoch_`;
+///   the scheduler bumps it after popping when someone waits.
+
+#include "../errors.hpp"
+#include "cpu_relax.hpp"
+#include "futex.hpp"
+#include "kernel_features.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+
+namespace i2o2::detail {
+
+enum class push_result { accepted, closed, full };
+
+template <class Queue, class Wait>
+class shared_state {
+public:
+  shared_state(std::size_t queue_capacity, bool sqe128,
+               std::optional<std::chrono::nanoseconds> default_deadline)
+      : queue_(queue_capacity), sqe128_(sqe128), default_deadline_(default_deadline) {}
+
+  Queue& queue() noexcept { return queue_; }
+  Wait& wait() noexcept { return wait_; }
+  bool sqe128() const noexcept { return sqe128_; }
+
+  // ---- producer side (any thread) ---------------------------------------
+
+  /// Pushes all of `items` contiguously. With `wait_for_space`, waits while
+  /// the queue is full; otherwise returns `full` at once. Items are moved
+  /// from only when the result is `accepted`.
+  template <class T>
+  push_result push(std::span<T> items, bool wait_for_space) noexcept {
+    if (!enter_gate()) return push_result::closed;
+    for (;;) {
+      if (queue_.try_push_many(items)) {
+        leave_gate();
+        wake_scheduler();
+        return push_result::accepted;
+      }
+      if (!wait_for_space) {
+        leave_gate();
+        return push_result::full;
+      }
+      const std::uint32_t epoch = space_epoch_.load(std::memory_order_acquire);
+      space_waiters_.fetch_add(1, std::memory_order_seq_cst);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      const bool closed = (gate_.load(std::memory_order_acquire) & closed_bit) != 0;
+      if (!closed && !queue_.try_push_many(items)) {
+        futex_wait(space_epoch_, epoch);
+        space_waiters_.fetch_sub(1, std::memory_order_relaxed);
+        continue;
+      }
+      space_waiters_.fetch_sub(1, std::memory_order_relaxed);
+      leave_gate();
+      if (closed) return push_result::closed;
+      wake_scheduler();
+      return push_result::accepted;
+    }
+  }
+
+  /// Stops accepting ops and wakes the scheduler to drain and finish.
+  /// Any thread; idempotent. `deadline`: see config::shutdown_deadline.
+  void close(std::optional<std::chrono::nanoseconds> deadline) noexcept {
+    if (deadline) {
+      const auto at = std::chrono::steady_clock::now() + *deadline;
+      std::int64_t expected = no_deadline;
+      stop_deadline_.compare_exchange_strong(expected, at.time_since_epoch().count(),
+                                             std::memory_order_relaxed);
+    }
+    gate_.fetch_or(closed_bit, std::memory_order_seq_cst);
+    // Producers sleeping for space must see the gate closed.
+    space_epoch_.fetch_add(1, std::memory_order_release);
+    futex_wake(space_epoch_);
+    wake_scheduler();
+  }
+
+  bool closed() const noexcept { return (gate_.load(std::memory_order_acquire) & closed_bit) != 0; }
+
+  void add_handle() noexcept { handles_.fetch_add(1, std::memory_order_relaxed); }
+  /// The last handle going away shuts the scheduler down (G5), with the
+  /// config's shutdown deadline.
+  void drop_handle() noexcept {
+    if (handles_.fetch_sub(1, std::memory_order_acq_rel) == 1) close(default_deadline_);
+  }
+  std::optional<std::chrono::nanoseconds> default_deadline() const noexcept {
+    return default_deadline_;
+  }
+
+  // ---- scheduler side ----------------------------------------------------
+
+  /// Announces the scheduler is about to sleep; true if it may (the queue
+  /// is still empty after the announcement). On false it stays awake.
+  bool announce_park() noexcept {
+    parked_.store(1, std::memory_order_relaxed);
+    // seq_cst fence: the store above is ordered before the queue re-check,
+    // pairing with the producer's fence between publishing and reading
+    // `parked_` (Dekker). Without it a push could slip between them unseen.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!queue_.empty()) {
+      parked_.store(0, std::memory_order_relaxed);
+      return false;
+    }
+    return true;
+  }
+  void end_park() noexcept { parked_.store(0, std::memory_order_relaxed); }
+
+  /// Scheduler: after popping, let producers waiting for space retry.
+  void signal_space() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (space_waiters_.load(std::memory_order_relaxed) == 0) return;
+    space_epoch_.fetch_add(1, std::memory_order_release);
+    futex_wake(space_epoch_);
+  }
+
+  /// Closed, and no producer is between entering and leaving the gate.
+  bool closed_and_quiet() const noexcept {
+    return gate_.load(std::memory_order_acquire) == closed_bit;
+  }
+
+  std::optional<std::chrono::steady_clock::time_point> stop_deadline() const noexcept {
+    const auto at = stop_deadline_.load(std::memory_order_relaxed);
+    if (at == no_deadline) return std::nullopt;
+    return std::chrono::steady_clock::time_point(std::chrono::steady_clock::duration(at));
+  }
+
+private:
+  static constexpr std::uint64_t closed_bit = std::uint64_t{1} << 63;
+  static constexpr std::int64_t no_deadline = INT64_MIN;
+
+  bool enter_gate() noexcept {
+    // Acquire pairs with close(): a producer that sees the gate open pushes
+    // before the scheduler can decide it is quiet.
+    if (gate_.fetch_add(1, std::memory_order_acq_rel) & closed_bit) {
+      leave_gate();
+      return false;
+    }
+    return true;
+  }
+  void leave_gate() noexcept { gate_.fetch_sub(1, std::memory_order_release); }
+
+  void wake_scheduler() noexcept {
+    // Pairs with the fence in announce_park().
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (parked_.load(std::memory_order_relaxed) != 0 &&
+        parked_.exchange(0, std::memory_order_acq_rel) != 0)
+      wait_.notify();
+  }
+
+  // Read-mostly after construction.
+  Queue queue_;
+  Wait wait_;
+  const bool sqe128_;
+  const std::optional<std::chrono::nanoseconds> default_deadline_;
+  // Written by the scheduler on every park, read by every producer.
+  alignas(64) std::atomic<std::uint32_t> parked_{0};
+  // Written by every producer on every submit.
+  alignas(64) std::atomic<std::uint64_t> gate_{0};
+  // Touched only when the queue is full.
+  alignas(64) std::atomic<std::uint32_t> space_epoch_{0};
+  std::atomic<std::uint32_t> space_waiters_{0};
+  std::atomic<std::size_t> handles_{0};
+  std::atomic<std::int64_t> stop_deadline_{no_deadline};
+};
+
+} // namespace i2o2::detail

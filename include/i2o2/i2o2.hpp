@@ -1,0 +1,16 @@
+#pragma once
+/// Umbrella header: everything except optional adaptors.
+
+#include "config.hpp"
+#include "default.hpp"
+#include "errors.hpp"
+#include "guard.hpp"
+#include "handle.hpp"
+#include "op.hpp"
+#include "ops.hpp"
+#include "queue/mpsc_ring.hpp"
+#include "reply/future.hpp"
+#include "scheduler.hpp"
+#include "spawn.hpp"
+#include "submit_result.hpp"
+#include "wait/eventfd.hpp"

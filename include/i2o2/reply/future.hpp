@@ -1,0 +1,178 @@
+#pragma once
+/// The future reply: `submit` returns an `i2o2::future_reply` the client can
+/// `wait()` on, poll with `try_get()`, bound with `wait_for()`, or
+/// `co_await` from a C++20 coroutine.
+
+#include "../detail/cpu_relax.hpp"
+#include "../detail/futex.hpp"
+#include "../errors.hpp"
+#include "concept.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <ctime>
+#include <optional>
+#include <stdexcept>
+#include <utility>
+
+namespace i2o2 {
+
+namespace detail {
+
+/// Shared by one sender and one receiver; freed by whichever lets go last.
+struct future_state {
+  static constexpr std::uint32_t ready = 1;        // result is published
+  static constexpr std::uint32_t sleeper = 2;      // a thread sleeps on `flags`
+  static constexpr std::uint32_t continuation = 4; // `waiter` must be resumed
+
+  // The futex word. Release on `ready` publishes `result`.
+  std::atomic<std::uint32_t> flags{0};
+  std::atomic<std::uint32_t> references{2};
+  int result = 0;
+  std::coroutine_handle<> waiter;
+
+  void release() noexcept {
+    // acq_rel: the last owner must see the other's writes before freeing.
+    if (references.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+};
+
+} // namespace detail
+
+/// What a future-reply submit returns. Move-only. Any thread may wait on
+/// it; one thread at a time.
+class future_reply {
+public:
+  future_reply() noexcept = default;
+  explicit future_reply(detail::future_state* state) noexcept : state_(state) {}
+  future_reply(future_reply&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+  future_reply& operator=(future_reply&& other) noexcept {
+    if (this != &other) {
+      reset();
+      state_ = std::exchange(other.state_, nullptr);
+    }
+    return *this;
+  }
+  /// Dropping a reply early cancels nothing: the op runs to completion and
+  /// its guard is released on its CQE as usual (G6).
+  ~future_reply() { reset(); }
+
+  /// False for a default-constructed or moved-from reply.
+  bool valid() const noexcept { return state_ != nullptr; }
+
+  /// The result if it is in, without waiting.
+  std::optional<int> try_get() const noexcept {
+    if (!is_ready()) return std::nullopt;
+    return state_->result;
+  }
+
+  bool is_ready() const noexcept {
+    return (state_->flags.load(std::memory_order_acquire) & detail::future_state::ready) != 0;
+  }
+
+  /// Blocks until the op completes; returns the syscall-style result.
+  /// Spins briefly (replies to fast ops arrive within microseconds), then
+  /// sleeps on the futex word. Precondition: `valid()`.
+  int wait() const noexcept {
+    while (!wait_until_ready(nullptr)) {
+    }
+    return state_->result;
+  }
+
+  /// Like `wait()`, but gives up after `timeout` (empty result).
+  template <class Rep, class Period>
+  std::optional<int> wait_for(std::chrono::duration<Rep, Period> timeout) const noexcept {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      if (is_ready()) return state_->result;
+      const auto left = deadline - std::chrono::steady_clock::now();
+      if (left <= left.zero()) return std::nullopt;
+      const auto nanos = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+      const timespec relative{static_cast<time_t>(nanos / 1'000'000'000),
+                              static_cast<long>(nanos % 1'000'000'000)};
+      if (wait_until_ready(&relative)) return state_->result;
+    }
+  }
+
+  /// `co_await reply` suspends until the result is in. The coroutine is
+  /// resumed on the scheduler thread: keep what follows short, or hop to
+  /// your own executor, and never block on the scheduler from there.
+  auto operator co_await() const noexcept {
+    struct awaiter {
+      detail::future_state* state;
+      bool await_ready() const noexcept {
+        return (state->flags.load(std::memory_order_acquire) & detail::future_state::ready) != 0;
+      }
+      bool await_suspend(std::coroutine_handle<> handle) noexcept {
+        state->waiter = handle;
+        // acq_rel: publishes `waiter` to the completer; if the result came
+        // in meanwhile, acquire makes it visible and we do not suspend.
+        const auto before =
+            state->flags.fetch_or(detail::future_state::continuation, std::memory_order_acq_rel);
+        return (before & detail::future_state::ready) == 0;
+      }
+      int await_resume() const noexcept { return state->result; }
+    };
+    return awaiter{state_};
+  }
+
+private:
+  /// One spin-then-sleep round; true once ready.
+  bool wait_until_ready(const timespec* timeout) const noexcept {
+    for (int spin = 0; spin < 2000; ++spin) {
+      if (is_ready()) return true;
+      detail::cpu_relax();
+    }
+    auto flags = state_->flags.fetch_or(detail::future_state::sleeper, std::memory_order_acq_rel);
+    if (flags & detail::future_state::ready) return true;
+    detail::futex_wait(state_->flags, flags | detail::future_state::sleeper, timeout);
+    return is_ready();
+  }
+
+  void reset() noexcept {
+    if (state_ != nullptr) std::exchange(state_, nullptr)->release();
+  }
+
+  detail::future_state* state_ = nullptr;
+};
+
+namespace reply {
+
+/// The future reply policy (the default).
+struct future {
+  class sender {
+  public:
+    explicit sender(detail::future_state* state) noexcept : state_(state) {}
+    sender(sender&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+    sender& operator=(sender&&) = delete;
+    ~sender() {
+      if (state_ != nullptr) std::move(*this).complete(result_of(errc::scheduler_closed));
+    }
+
+    /// Scheduler thread: publishes the result and wakes or resumes the waiter.
+    void complete(int result) && noexcept {
+      detail::future_state* state = std::exchange(state_, nullptr);
+      state->result = result;
+      const auto before = state->flags.fetch_or(detail::future_state::ready, std::memory_order_acq_rel);
+      if (before & detail::future_state::sleeper) detail::futex_wake(state->flags);
+      if (before & detail::future_state::continuation) state->waiter.resume();
+      state->release();
+    }
+
+  private:
+    detail::future_state* state_;
+  };
+
+  using receiver = future_reply;
+
+  static std::pair<sender, receiver> make() {
+    auto* state = new detail::future_state;
+    return {sender(state), receiver(state)};
+  }
+};
+static_assert(reply_factory<future>);
+
+} // namespace reply
+} // namespace i2o2
