@@ -27,8 +27,9 @@ public:
       : scheduler_(std::make_unique<Scheduler>(std::move(cfg))) {
     std::promise<void> started;
     auto ready = started.get_future();
-    thread_ = std::thread([this, started = std::move(started)]() mutable {
-      const config& settings = scheduler_->settings();
+    // The thread gets the scheduler, never `this`: the owner may be moved.
+    thread_ = std::thread([scheduler = scheduler_.get(), started = std::move(started)]() mutable {
+      const config& settings = scheduler->settings();
       ::pthread_setname_np(::pthread_self(), settings.thread_name.c_str());
       if (settings.cpu_affinity) {
         cpu_set_t cpus;
@@ -43,7 +44,7 @@ public:
         }
       }
       try {
-        scheduler_->run([&started](std::exception_ptr error) {
+        scheduler->run([&started](std::exception_ptr error) {
           if (error) started.set_exception(error);
           else started.set_value();
         });
