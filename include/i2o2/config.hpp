@@ -14,7 +14,7 @@ struct config {
   /// two. `submit` waits and `try_submit` fails while it is full.
   std::uint32_t queue_capacity = 1024;
 
-  /// SQ entries, a power of two in [1, 32768]. The CQ is twice as deep, and
+  /// SQ entries, a power of two in [1, 32768]. The CQ is twice as deep (at least 8), and
   /// the scheduler never has more ops in flight than the CQ holds.
   std::uint32_t ring_depth = 256;
 
@@ -40,7 +40,7 @@ struct config {
   std::uint32_t registered_buffers = 0;
 
   /// Pin the scheduler thread to this CPU (`spawn` only).
-  std::optional<unsigned> cpu_affinity;
+  std::optional<unsigned> cpu_affinity{};
   /// Name of the scheduler thread (`spawn` only; at most 15 characters).
   std::string thread_name = "i2o2-scheduler";
 

@@ -38,7 +38,7 @@ struct nop {
 
 /// pread(2) into `buf`.
 struct read {
-  file_ref file;
+  file_ref file{};
   void* buf = nullptr;
   std::uint32_t len = 0;
   std::uint64_t offset = 0;
@@ -52,7 +52,7 @@ struct read {
 
 /// pwrite(2) from `buf`.
 struct write {
-  file_ref file;
+  file_ref file{};
   const void* buf = nullptr;
   std::uint32_t len = 0;
   std::uint64_t offset = 0;
@@ -66,7 +66,7 @@ struct write {
 
 /// preadv2(2). The iovec array must outlive the op, like the buffers.
 struct readv {
-  file_ref file;
+  file_ref file{};
   const iovec* iov = nullptr;
   std::uint32_t iov_count = 0;
   std::uint64_t offset = 0;
@@ -80,7 +80,7 @@ struct readv {
 
 /// pwritev2(2). The iovec array must outlive the op, like the buffers.
 struct writev {
-  file_ref file;
+  file_ref file{};
   const iovec* iov = nullptr;
   std::uint32_t iov_count = 0;
   std::uint64_t offset = 0;
@@ -94,7 +94,7 @@ struct writev {
 
 /// pread(2) into registered buffer `buf_index`; `buf` must lie inside it.
 struct read_fixed {
-  file_ref file;
+  file_ref file{};
   void* buf = nullptr;
   std::uint32_t len = 0;
   std::uint64_t offset = 0;
@@ -108,7 +108,7 @@ struct read_fixed {
 
 /// pwrite(2) from registered buffer `buf_index`; `buf` must lie inside it.
 struct write_fixed {
-  file_ref file;
+  file_ref file{};
   const void* buf = nullptr;
   std::uint32_t len = 0;
   std::uint64_t offset = 0;
@@ -122,7 +122,7 @@ struct write_fixed {
 
 /// fsync(2), or fdatasync(2) with `data_only`.
 struct fsync {
-  file_ref file;
+  file_ref file{};
   bool data_only = false;
   op_options options{};
   void prepare(prepared_op& image) const noexcept {
@@ -133,7 +133,7 @@ struct fsync {
 
 /// fallocate(2): `mode` as FALLOC_FL_*.
 struct fallocate {
-  file_ref file;
+  file_ref file{};
   int mode = 0;
   std::uint64_t offset = 0;
   std::uint64_t len = 0;
@@ -147,7 +147,7 @@ struct fallocate {
 
 /// ftruncate(2). Linux 6.9+; older kernels resolve with errc::unsupported_op.
 struct ftruncate {
-  file_ref file;
+  file_ref file{};
   std::uint64_t length = 0;
   op_options options{};
   void prepare(prepared_op& image) const noexcept {
@@ -157,7 +157,7 @@ struct ftruncate {
 
 /// posix_fadvise(2): `advice` as POSIX_FADV_*.
 struct fadvise {
-  file_ref file;
+  file_ref file{};
   std::uint64_t offset = 0;
   std::uint32_t len = 0;
   int advice = 0;
@@ -187,7 +187,7 @@ struct openat {
   const char* path = nullptr;
   int flags = 0;
   mode_t mode = 0;
-  std::optional<unsigned> fixed_slot;
+  std::optional<unsigned> fixed_slot{};
   op_options options{};
   void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, IORING_OP_OPENAT, file_ref(dir_fd), detail::address_of(path), mode, 0,
@@ -199,7 +199,7 @@ struct openat {
 
 /// close(2); with a registered file, empties its slot instead.
 struct close {
-  file_ref file;
+  file_ref file{};
   op_options options{};
   void prepare(prepared_op& image) const noexcept {
     image.sqe().opcode = IORING_OP_CLOSE;
@@ -233,7 +233,7 @@ struct statx {
 /// 80-byte payload of an SQE128 entry. Needs `config::sqe128`; on a ring
 /// without it the reply resolves with errc::needs_sqe128.
 struct uring_cmd {
-  file_ref file;
+  file_ref file{};
   std::uint32_t cmd_op = 0;
   std::array<std::byte, compat::uring_cmd_bytes> command{};
   op_options options{};

@@ -14,6 +14,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -39,6 +40,8 @@ inline std::uint32_t requested_setup_flags(const config& cfg) noexcept {
 
 class ring {
 public:
+  static constexpr std::uint32_t min_cq_entries = 8;
+
   /// Creates the ring. Throws `std::system_error` naming the flag and the
   /// kernel that has it when a requested flag is missing (unless
   /// `skip_unsupported`), or with the kernel's errno when setup fails.
@@ -179,7 +182,9 @@ private:
     io_uring_params params;
     std::memset(&params, 0, sizeof(params));
     params.flags = flags;
-    params.cq_entries = cfg.ring_depth * 2;
+    // Twice the SQ, and never so small that the CQ entries the scheduler
+    // keeps for its own ops (wake, cancels) leave no room for user ops.
+    params.cq_entries = std::max(cfg.ring_depth * 2, min_cq_entries);
     if (flags & IORING_SETUP_SQPOLL)
       params.sq_thread_idle = static_cast<unsigned>(cfg.sqpoll_idle.count());
     const int result = io_uring_queue_init_params(cfg.ring_depth, &ring_, &params);

@@ -1,0 +1,117 @@
+// The scheduler loop itself: running on the caller's thread, the ring flags
+// it picks, surviving signals (-EINTR), and back-pressure from a tiny ring.
+#include "support.hpp"
+
+#include <pthread.h>
+#include <signal.h>
+
+#include <vector>
+
+namespace {
+
+using scheduler = i2o2::default_scheduler;
+
+std::atomic<int> signals_seen{0};
+void count_signal(int) { signals_seen.fetch_add(1, std::memory_order_relaxed); }
+
+} // namespace
+
+TEST_CASE("run() serves ops on the caller's thread and returns at shutdown", "[scheduler]") {
+  i2o2_test::watchdog dog("run on the caller's thread");
+  scheduler sched(i2o2::config{.ring_depth = 4});
+  std::thread::id ran_on;
+  std::thread caller([&] {
+    ran_on = std::this_thread::get_id();
+    sched.run();
+  });
+  {
+    auto handle = sched.handle();
+    std::thread::id guard_died_on;
+    struct thread_noting_guard {
+      std::thread::id* where;
+      thread_noting_guard(std::thread::id* w) : where(w) {}
+      thread_noting_guard(thread_noting_guard&& other) noexcept : where(std::exchange(other.where, nullptr)) {}
+      thread_noting_guard& operator=(thread_noting_guard&& other) noexcept {
+        where = std::exchange(other.where, nullptr);
+        return *this;
+      }
+      ~thread_noting_guard() {
+        if (where) *where = std::this_thread::get_id();
+      }
+    };
+    REQUIRE(handle.submit(i2o2::op::nop{}, thread_noting_guard(&guard_died_on)).wait() == 0);
+    // A second round trip orders the first guard's destruction before this read.
+    REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
+    CHECK(guard_died_on == ran_on);
+  }  // the last handle goes: run() returns
+  caller.join();
+}
+
+TEST_CASE("the ring is a single-issuer, deferred-taskrun ring where the kernel has both", "[scheduler]") {
+  const auto& kernel = i2o2::detail::kernel_features::get();
+  if (!kernel.has_setup_flag(IORING_SETUP_DEFER_TASKRUN)) {
+    WARN("SKIP: this kernel lacks IORING_SETUP_DEFER_TASKRUN (Linux 6.1)");
+    return;
+  }
+  scheduler sched;
+  CHECK((sched.ring_flags() & IORING_SETUP_SINGLE_ISSUER) != 0);
+  CHECK((sched.ring_flags() & IORING_SETUP_DEFER_TASKRUN) != 0);
+  CHECK((sched.ring_flags() & IORING_SETUP_R_DISABLED) != 0);
+}
+
+TEST_CASE("signals interrupting io_uring_enter (-EINTR) lose no op", "[scheduler]") {
+  i2o2_test::watchdog dog("ops under a signal storm");
+  struct sigaction action {};
+  action.sa_handler = count_signal;
+  action.sa_flags = SA_RESTART;  // io_uring_enter returns -EINTR regardless
+  sigemptyset(&action.sa_mask);
+  REQUIRE(::sigaction(SIGUSR1, &action, nullptr) == 0);
+
+  scheduler sched(i2o2::config{.ring_depth = 8});
+  std::thread runner([&] { sched.run(); });
+  const pthread_t scheduler_thread = runner.native_handle();
+  std::atomic<bool> storming{true};
+  std::thread storm([&] {
+    while (storming.load()) {
+      ::pthread_kill(scheduler_thread, SIGUSR1);
+      std::this_thread::yield();
+    }
+  });
+
+  i2o2_test::pipe_pair pipe;
+  {
+    auto handle = sched.handle();
+    // One op parked in the ring the whole time: the scheduler sleeps in
+    // io_uring_enter, where the signals hit it.
+    char parked_buffer[4] = {};
+    auto parked = handle.submit(i2o2::op::read{.file = pipe.read_end(), .buf = parked_buffer, .len = 4});
+    int completed = 0;
+    for (int i = 0; i < 20000; ++i) completed += handle.submit(i2o2::op::nop{}).wait() == 0 ? 1 : 0;
+    CHECK(completed == 20000);
+    pipe.feed("ping", 4);
+    CHECK(parked.wait() == 4);
+    storming = false;
+    storm.join();
+  }
+  runner.join();
+  CHECK(signals_seen.load() > 0);
+  ::signal(SIGUSR1, SIG_DFL);
+}
+
+TEST_CASE("more parked ops than the CQ holds wait their turn and all complete", "[scheduler]") {
+  i2o2_test::watchdog dog("tiny ring back-pressure");
+  // ring_depth 1: one SQE, the minimum CQ; the queue holds the rest.
+  auto [owner, handle] = i2o2::spawn({.queue_capacity = 64, .ring_depth = 1});
+  i2o2_test::pipe_pair pipe;
+  constexpr int ops = 40;
+  std::vector<char> buffers(ops);
+  std::vector<i2o2::future_reply> replies;
+  for (int i = 0; i < ops; ++i)
+    replies.push_back(handle.submit(i2o2::op::read{.file = pipe.read_end(), .buf = &buffers[i], .len = 1}));
+  // Nothing can complete before the pipe has data.
+  for (auto& reply : replies) CHECK_FALSE(reply.try_get().has_value());
+  std::string data(ops, 'x');
+  pipe.feed(data.data(), data.size());
+  for (auto& reply : replies) CHECK(reply.wait() == 1);
+  CHECK(std::string(buffers.begin(), buffers.end()) == data);
+}
