@@ -51,8 +51,10 @@ public:
     if (!enter_gate()) return push_result::closed;
     for (;;) {
       if (queue_.try_push_many(items)) {
-        leave_gate();
+        // Wake from inside the gate: the scheduler cannot finish (and a wait
+        // strategy cannot release what a wake touches) while we are in it.
         wake_scheduler();
+        leave_gate();
         return push_result::accepted;
       }
       if (!wait_for_space) {
@@ -69,10 +71,9 @@ public:
         continue;
       }
       space_waiters_.fetch_sub(1, std::memory_order_relaxed);
+      if (!closed) wake_scheduler();
       leave_gate();
-      if (closed) return push_result::closed;
-      wake_scheduler();
-      return push_result::accepted;
+      return closed ? push_result::closed : push_result::accepted;
     }
   }
 
@@ -85,11 +86,15 @@ public:
       stop_deadline_.compare_exchange_strong(expected, at.time_since_epoch().count(),
                                              std::memory_order_relaxed);
     }
+    // Counted in like a producer, so the scheduler cannot finish (and the
+    // ring cannot close) before our wake has been sent.
+    gate_.fetch_add(1, std::memory_order_acq_rel);
     gate_.fetch_or(closed_bit, std::memory_order_seq_cst);
     // Producers sleeping for space must see the gate closed.
     space_epoch_.fetch_add(1, std::memory_order_release);
     futex_wake(space_epoch_);
     wake_scheduler();
+    leave_gate();
   }
 
   bool closed() const noexcept { return (gate_.load(std::memory_order_acquire) & closed_bit) != 0; }
