@@ -175,12 +175,10 @@ private:
       } else {
         enter(0);
       }
-    } else if (state_->announce_park()) {
-      if (state_->wait().arm(ring_)) {
-        enter(1);
-      } else {
-        enter(0);
-      }
+    } else if (state_->wait().arm(ring_) && state_->announce_park()) {
+      // Armed before announcing: a producer may wake us the moment it sees
+      // the announcement, and the wake must find everything in place.
+      enter(1);
       state_->end_park();
     } else {
       enter(0);

@@ -25,6 +25,12 @@ inline constexpr std::uint8_t op_ftruncate = 55;   // Linux 6.9
 inline constexpr unsigned register_enable_rings = 12;  // Linux 5.10
 inline constexpr unsigned register_files_update2 = 14; // Linux 5.13
 inline constexpr unsigned register_buffers_update = 16;
+inline constexpr unsigned register_send_msg_ring = 31; // Linux 6.13
+
+// Futex flags for IORING_OP_FUTEX_WAIT (futex2 encoding).
+inline constexpr std::uint32_t futex2_size_u32 = 0x02;
+inline constexpr std::uint32_t futex2_private = 128;
+inline constexpr std::uint64_t futex_bitset_match_any = 0xffffffff;
 
 // Setup flags newer than liburing 2.3.
 #ifndef IORING_SETUP_NO_MMAP

@@ -79,14 +79,20 @@ public:
   bool has_setup_flag(std::uint32_t flag) const noexcept {
     return (setup_flags_ & flag) == flag && (pretend_missing_setup_flags().load() & flag) == 0;
   }
+  /// IORING_REGISTER_SEND_MSG_RING: MSG_RING without a ring (Linux 6.13).
+  bool has_sync_msg_ring() const noexcept {
+    return sync_msg_ring_ && !pretend_no_sync_msg_ring().load();
+  }
   /// Whether io_uring exists at all (ENOSYS, or disabled by sysctl).
   bool available() const noexcept { return setup_errno_ == 0; }
   int setup_errno() const noexcept { return setup_errno_; }
 
 #ifdef I2O2_TESTING
   /// Test builds only: behave as if the kernel lacked these features.
-  static void pretend_missing(std::uint32_t setup_flags, std::vector<std::uint8_t> opcodes = {}) {
+  static void pretend_missing(std::uint32_t setup_flags, std::vector<std::uint8_t> opcodes = {},
+                              bool sync_msg_ring = false) {
     pretend_missing_setup_flags().store(setup_flags);
+    pretend_no_sync_msg_ring().store(sync_msg_ring);
     pretend_missing_opcodes().reset();
     for (auto opcode : opcodes) pretend_missing_opcodes().set(opcode);
   }
@@ -97,6 +103,10 @@ private:
   static std::atomic<std::uint32_t>& pretend_missing_setup_flags() {
     static std::atomic<std::uint32_t> flags{0};
     return flags;
+  }
+  static std::atomic<bool>& pretend_no_sync_msg_ring() {
+    static std::atomic<bool> missing{false};
+    return missing;
   }
   static std::bitset<256>& pretend_missing_opcodes() {
     static std::bitset<256> opcodes;
@@ -130,6 +140,16 @@ private:
     }
     ::close(fd);
 
+    // A sync MSG_RING to fd -1 fails with EBADF where the register opcode
+    // exists, and with EINVAL where it does not.
+    io_uring_sqe message;
+    std::memset(&message, 0, sizeof(message));
+    message.opcode = compat::op_msg_ring;
+    message.fd = -1;
+    features.sync_msg_ring_ =
+        ::syscall(__NR_io_uring_register, -1, compat::register_send_msg_ring, &message, 1) < 0 &&
+        errno == EBADF;
+
     for (const auto& info : known_setup_flags) {
       int trial_fd = -1;
       if (try_setup(info.flag, trial_fd) == 0) {
@@ -143,6 +163,7 @@ private:
   std::bitset<256> opcodes_;
   std::uint32_t setup_flags_ = 0;
   int setup_errno_ = 0;
+  bool sync_msg_ring_ = false;
 };
 
 } // namespace i2o2::detail

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -200,6 +201,39 @@ private:
   std::uint32_t flags_ = 0;
   unsigned sq_entries_ = 0;
   unsigned cq_entries_ = 0;
+};
+
+/// Posts wake-up CQEs into another ring with IORING_OP_MSG_RING, for
+/// kernels without the ring-less sync form (Linux 5.18 to 6.12). Any thread;
+/// calls are serialised, since one tiny ring serves every producer.
+class waker_ring {
+public:
+  waker_ring() {
+    const int result = io_uring_queue_init(2, &ring_, 0);
+    if (result < 0)
+      throw std::system_error(-result, std::system_category(), "i2o2: creating the waker ring failed");
+  }
+  waker_ring(const waker_ring&) = delete;
+  waker_ring& operator=(const waker_ring&) = delete;
+  ~waker_ring() { io_uring_queue_exit(&ring_); }
+
+  /// Posts a CQE with `user_data` and res 0 into ring `target_fd`; waits
+  /// for the MSG_RING's own completion so nothing stays in flight here.
+  void post(int target_fd, std::uint64_t user_data) noexcept {
+    std::lock_guard lock(mutex_);
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) return;  // cannot happen: one op at a time, 2 entries
+    io_uring_prep_msg_ring(sqe, target_fd, 0, user_data, 0);
+    // Submits whatever is still pending and waits; a signal just repeats it.
+    while (io_uring_submit_and_wait(&ring_, 1) == -EINTR) {
+    }
+    io_uring_cqe* cqe = nullptr;
+    while (io_uring_peek_cqe(&ring_, &cqe) == 0) io_uring_cqe_seen(&ring_, cqe);
+  }
+
+private:
+  std::mutex mutex_;
+  io_uring ring_{};
 };
 
 } // namespace i2o2::detail

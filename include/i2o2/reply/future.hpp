@@ -5,6 +5,7 @@
 
 #include "../detail/cpu_relax.hpp"
 #include "../detail/futex.hpp"
+#include "../detail/state_pool.hpp"
 #include "../errors.hpp"
 #include "concept.hpp"
 
@@ -31,12 +32,30 @@ struct future_state {
   std::atomic<std::uint32_t> flags{0};
   std::atomic<std::uint32_t> references{2};
   int result = 0;
+  // Resumed on completion when `continuation` is set: inline, or through
+  // `resumer(resumer_context)` when the awaiter names an executor.
   std::coroutine_handle<> waiter;
+  void (*resumer)(void* context) noexcept = nullptr;
+  void* resumer_context = nullptr;
+
+  static future_state* make() { return state_pool<future_state>::make(); }
 
   void release() noexcept {
     // acq_rel: the last owner must see the other's writes before freeing.
-    if (references.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+    if (references.fetch_sub(1, std::memory_order_acq_rel) == 1) state_pool<future_state>::destroy(this);
   }
+
+  void resume() noexcept {
+    if (resumer != nullptr) resumer(resumer_context);
+    else waiter.resume();
+  }
+};
+
+/// Something a coroutine can be resumed on: `executor.execute(handle)` runs
+/// `handle.resume()` now or later, on a thread of the executor's choosing.
+template <class E>
+concept coroutine_executor = std::copy_constructible<E> && requires(E& executor, std::coroutine_handle<> handle) {
+  executor.execute(handle);
 };
 
 } // namespace detail
@@ -118,6 +137,35 @@ public:
     return awaiter{state_};
   }
 
+  /// `co_await reply.resume_on(executor)` suspends until the result is in,
+  /// then resumes the coroutine through `executor.execute(handle)` instead
+  /// of inline on the scheduler thread.
+  template <detail::coroutine_executor Executor>
+  auto resume_on(Executor executor) const noexcept {
+    struct awaiter {
+      detail::future_state* state;
+      Executor executor;
+      std::coroutine_handle<> handle;
+
+      bool await_ready() const noexcept {
+        return (state->flags.load(std::memory_order_acquire) & detail::future_state::ready) != 0;
+      }
+      bool await_suspend(std::coroutine_handle<> waiting) noexcept {
+        handle = waiting;
+        state->resumer_context = this;  // the awaiter lives in the suspended frame
+        state->resumer = [](void* context) noexcept {
+          auto* self = static_cast<awaiter*>(context);
+          self->executor.execute(self->handle);
+        };
+        const auto before =
+            state->flags.fetch_or(detail::future_state::continuation, std::memory_order_acq_rel);
+        return (before & detail::future_state::ready) == 0;
+      }
+      int await_resume() const noexcept { return state->result; }
+    };
+    return awaiter{state_, std::move(executor), {}};
+  }
+
 private:
   /// One spin-then-sleep round; true once ready.
   bool wait_until_ready(const timespec* timeout) const noexcept {
@@ -157,7 +205,7 @@ struct future {
       state->result = result;
       const auto before = state->flags.fetch_or(detail::future_state::ready, std::memory_order_acq_rel);
       if (before & detail::future_state::sleeper) detail::futex_wake(state->flags);
-      if (before & detail::future_state::continuation) state->waiter.resume();
+      if (before & detail::future_state::continuation) state->resume();
       state->release();
     }
 
@@ -168,7 +216,7 @@ struct future {
   using receiver = future_reply;
 
   static std::pair<sender, receiver> make() {
-    auto* state = new detail::future_state;
+    auto* state = detail::future_state::make();
     return {sender(state), receiver(state)};
   }
 };

@@ -7,9 +7,10 @@
 ///  2. `W::can_park`: false for strategies that never sleep (`spin`);
 ///  3. `notify()`: any thread, noexcept: make the parked scheduler's
 ///     `io_uring_enter` return. Called at most once per announced park;
-///  4. `arm(ring)`: scheduler thread, before parking: make sure `notify()`
-///     will complete a CQE tagged `detail::wake_user_data`; false when the
-///     SQ has no room (the scheduler then does not park);
+///  4. `arm(ring)`: scheduler thread, before announcing a park: make sure
+///     `notify()` will complete a CQE tagged `detail::wake_user_data`; false
+///     when the SQ has no room (the scheduler then does not park). Arming
+///     without parking after all is fine: the armed op waits for next time;
 ///  5. `on_wake(result)`: scheduler thread, for that CQE;
 ///  6. `armed()`: whether its op is in flight (it holds a CQ slot and must
 ///     be cancelled before the ring closes);
