@@ -1,0 +1,96 @@
+#pragma once
+// Every queue x wait x reply combination, and a uniform way to submit and
+// wait whatever the reply policy, so one test body covers them all.
+
+#include "support.hpp"
+
+#include <i2o2/queue/mutex_ring.hpp>
+#include <i2o2/reply/awaitable.hpp>
+#include <i2o2/reply/callback.hpp>
+#include <i2o2/wait/futex.hpp>
+#include <i2o2/wait/msg_ring.hpp>
+#include <i2o2/wait/spin.hpp>
+
+#include <tuple>
+
+namespace i2o2_test {
+
+template <class Queue, class Wait, class Reply, class Guard = i2o2::any_guard>
+struct policies {
+  using scheduler = i2o2::basic_scheduler<Queue, Wait, Reply, Guard>;
+  using wait = Wait;
+};
+
+template <class Queue, class Wait>
+using each_reply = std::tuple<policies<Queue, Wait, i2o2::reply::future>,
+                              policies<Queue, Wait, i2o2::reply::callback<>>,
+                              policies<Queue, Wait, i2o2::reply::awaitable<>>>;
+
+template <class... Tuples>
+using concat = decltype(std::tuple_cat(std::declval<Tuples>()...));
+
+template <class Queue>
+using each_wait = concat<each_reply<Queue, i2o2::wait::eventfd>, each_reply<Queue, i2o2::wait::futex>,
+                         each_reply<Queue, i2o2::wait::msg_ring>, each_reply<Queue, i2o2::wait::spin>>;
+
+/// 2 queues x 4 waits x 3 replies.
+using all_policies = concat<each_wait<i2o2::queue::mpsc_ring>, each_wait<i2o2::queue::mutex_ring>>;
+
+/// The result of one submit, whichever reply policy delivered it.
+class pending {
+public:
+  struct slot {
+    std::atomic<std::uint32_t> done{0};
+    int result = 0;
+  };
+
+  explicit pending(std::shared_ptr<slot> state) : state_(std::move(state)) {}
+  template <class Reply>
+  explicit pending(Reply reply) : reply_(std::make_shared<holder<Reply>>(std::move(reply))) {}
+
+  int wait() const {
+    if (reply_) return reply_->wait();
+    while (state_->done.load(std::memory_order_acquire) == 0) state_->done.wait(0);
+    return state_->result;
+  }
+  std::optional<int> try_get() const {
+    if (reply_) return reply_->try_get();
+    if (state_->done.load(std::memory_order_acquire) == 0) return std::nullopt;
+    return state_->result;
+  }
+
+private:
+  struct any_reply {
+    virtual ~any_reply() = default;
+    virtual int wait() = 0;
+    virtual std::optional<int> try_get() = 0;
+  };
+  template <class Reply>
+  struct holder final : any_reply {
+    explicit holder(Reply r) : reply(std::move(r)) {}
+    int wait() override { return reply.wait(); }
+    std::optional<int> try_get() override { return reply.try_get(); }
+    Reply reply;
+  };
+  std::shared_ptr<slot> state_;
+  std::shared_ptr<any_reply> reply_;
+};
+
+/// Submits `op` through `handle` and returns something to wait on.
+template <class Handle, class Op>
+pending submit(Handle& handle, const Op& op, typename Handle::guard_arg guard = {}) {
+  using reply = typename Handle::reply_type;
+  if constexpr (std::is_same_v<reply, i2o2::callback_submitted>) {
+    auto state = std::make_shared<pending::slot>();
+    handle.submit(op, std::move(guard), [state](int result) noexcept {
+      state->result = result;
+      state->done.store(1, std::memory_order_release);
+      state->done.notify_all();
+    });
+    return pending(state);
+  } else {
+    return pending(handle.submit(op, std::move(guard)));
+  }
+}
+
+} // namespace i2o2_test
