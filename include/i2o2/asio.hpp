@@ -26,6 +26,7 @@
 #include <boost/asio/prefer.hpp>
 
 #include <memory>
+#include <type_traits>
 #include <utility>
 
 namespace i2o2 {
@@ -50,9 +51,12 @@ struct asio_completion {
     });
   }
 
-  // Keeps the executor's context running until the op completes.
-  decltype(boost::asio::prefer(boost::asio::get_associated_executor(std::declval<Handler&>()),
-                               boost::asio::execution::outstanding_work.tracked)) work;
+  // Keeps the executor's context running until the op completes. Decayed:
+  // `prefer` returns its argument by reference when the executor has no
+  // outstanding-work property (use_future's), which must not dangle here.
+  std::decay_t<decltype(boost::asio::prefer(boost::asio::get_associated_executor(std::declval<Handler&>()),
+                                            boost::asio::execution::outstanding_work.tracked))>
+      work;
   Handler handler;
 };
 

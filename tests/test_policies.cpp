@@ -1,0 +1,192 @@
+// Policy-specific behaviour the matrix cannot show: creation errors and
+// fallbacks of the wait strategies, callbacks when an op never runs, where
+// awaitable replies resume, the Asio adaptor, and the queues' layout.
+#include "policy_matrix.hpp"
+
+#include <i2o2/asio.hpp>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include <deque>
+#include <mutex>
+
+namespace {
+
+/// Undoes kernel_features::pretend_missing when the test ends.
+struct pretend_older_kernel {
+  pretend_older_kernel(std::uint32_t flags, std::vector<std::uint8_t> opcodes, bool no_sync_msg_ring = false) {
+    i2o2::detail::kernel_features::pretend_missing(flags, std::move(opcodes), no_sync_msg_ring);
+  }
+  ~pretend_older_kernel() { i2o2::detail::kernel_features::stop_pretending(); }
+};
+
+template <class Wait>
+using scheduler_with = i2o2::basic_scheduler<i2o2::queue::mpsc_ring, Wait, i2o2::reply::future, i2o2::any_guard>;
+
+/// A one-thread executor: coroutines resumed through it run on its thread.
+class worker_executor_thread {
+public:
+  worker_executor_thread() : thread_([this] { serve(); }) {}
+  ~worker_executor_thread() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    ready_.notify_all();
+    thread_.join();
+  }
+  struct executor {
+    worker_executor_thread* owner;
+    void execute(std::coroutine_handle<> handle) const { owner->post(handle); }
+  };
+  executor get() { return executor{this}; }
+  std::thread::id id() const { return thread_.get_id(); }
+
+private:
+  void post(std::coroutine_handle<> handle) {
+    {
+      std::lock_guard lock(mutex_);
+      work_.push_back(handle);
+    }
+    ready_.notify_one();
+  }
+  void serve() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      ready_.wait(lock, [this] { return stopping_ || !work_.empty(); });
+      if (work_.empty()) return;
+      auto handle = work_.front();
+      work_.pop_front();
+      lock.unlock();
+      handle.resume();
+      lock.lock();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<std::coroutine_handle<>> work_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+/// A fire-and-forget coroutine that records where it resumed.
+struct detached_task {
+  struct promise_type {
+    detached_task get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+};
+
+template <class Handle>
+detached_task await_on(Handle& handle, worker_executor_thread::executor executor,
+                       std::atomic<int>& result, std::atomic<bool>& on_worker, std::thread::id worker) {
+  const int value = co_await handle.submit(i2o2::op::nop{}, {}, executor);
+  on_worker = std::this_thread::get_id() == worker;
+  result = value;
+  result.notify_all();
+}
+
+} // namespace
+
+TEST_CASE("wait::futex needs Linux 6.7 and says so on older kernels", "[policies]") {
+  pretend_older_kernel older(0, {i2o2::compat::op_futex_wait});
+  try {
+    scheduler_with<i2o2::wait::futex> scheduler;
+    FAIL("a futex wait scheduler was created on a kernel without IORING_OP_FUTEX_WAIT");
+  } catch (const std::system_error& error) {
+    CHECK_THAT(error.what(), Catch::Contains("6.7"));
+    CHECK_THAT(error.what(), Catch::Contains("FUTEX_WAIT"));
+  }
+}
+
+TEST_CASE("wait::msg_ring needs Linux 5.18 and says so on older kernels", "[policies]") {
+  pretend_older_kernel older(0, {i2o2::compat::op_msg_ring}, true);
+  CHECK_THROWS_WITH(scheduler_with<i2o2::wait::msg_ring>(), Catch::Contains("5.18"));
+}
+
+TEST_CASE("wait::msg_ring falls back to a waker ring before Linux 6.13", "[policies]") {
+  i2o2_test::watchdog dog("msg_ring fallback");
+  pretend_older_kernel older(0, {}, true);
+  auto [owner, handle] = i2o2::spawn_scheduler<scheduler_with<i2o2::wait::msg_ring>>({.ring_depth = 4});
+  CHECK(owner.scheduler().settings().ring_depth == 4);
+  int ok = 0;
+  for (int i = 0; i < 2000; ++i) ok += handle.submit(i2o2::op::nop{}).wait() == 0 ? 1 : 0;
+  CHECK(ok == 2000);
+}
+
+TEST_CASE("the sync msg_ring form is used where the kernel has it", "[policies]") {
+  if (!i2o2::detail::kernel_features::get().has_sync_msg_ring()) {
+    WARN("SKIP: this kernel lacks IORING_REGISTER_SEND_MSG_RING (Linux 6.13)");
+    return;
+  }
+  i2o2::wait::msg_ring wait;
+  CHECK_FALSE(wait.uses_fallback());
+}
+
+TEST_CASE("a callback reply runs exactly once with scheduler_closed when its op is refused", "[policies]") {
+  using scheduler = i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+  auto [owner, handle] = i2o2::spawn_scheduler<scheduler>();
+  owner.stop();
+  int calls = 0;
+  int result = 0;
+  CHECK_THROWS_AS(handle.submit(i2o2::op::nop{}, {}, [&](int r) noexcept { ++calls, result = r; }),
+                  i2o2::scheduler_closed);
+  CHECK(calls == 1);
+  CHECK(result == i2o2::result_of(i2o2::errc::scheduler_closed));
+}
+
+TEST_CASE("an awaitable reply resumes its coroutine on the executor it names", "[policies]") {
+  i2o2_test::watchdog dog("awaitable executor");
+  using executor = worker_executor_thread::executor;
+  using scheduler = i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd,
+                                          i2o2::reply::awaitable<executor>, i2o2::any_guard>;
+  worker_executor_thread worker;
+  auto [owner, handle] = i2o2::spawn_scheduler<scheduler>();
+  std::atomic<int> result{1};
+  std::atomic<bool> on_worker{false};
+  await_on(handle, worker.get(), result, on_worker, worker.id());
+  while (result.load() == 1) result.wait(1);
+  CHECK(result == 0);
+  CHECK(on_worker);
+}
+
+TEST_CASE("async_submit completes plain callbacks, use_future and use_awaitable", "[policies][asio]") {
+  i2o2_test::watchdog dog("asio adaptor");
+  namespace asio = boost::asio;
+  auto [owner, handle] = i2o2::spawn_scheduler<i2o2::asio_scheduler>();
+  asio::io_context io;
+
+  int callback_result = 1;
+  std::thread::id callback_thread;
+  i2o2::async_submit(handle, i2o2::op::nop{}, asio::bind_executor(io, [&](int result) {
+                       callback_result = result;
+                       callback_thread = std::this_thread::get_id();
+                     }));
+  io.run();  // the op counts as work: run() returns after the callback
+  CHECK(callback_result == 0);
+  CHECK(callback_thread == std::this_thread::get_id());
+
+  auto future = i2o2::async_submit(handle, i2o2::op::nop{}, asio::use_future);
+  CHECK(future.get() == 0);
+
+  io.restart();
+  auto awaited = asio::co_spawn(
+      io, [&]() -> asio::awaitable<int> { co_return co_await i2o2::async_submit(handle, i2o2::op::nop{}, asio::use_awaitable); },
+      asio::use_future);
+  io.run();
+  CHECK(awaited.get() == 0);
+}
+
+TEST_CASE("each queue keeps what producers and the consumer write on separate lines", "[policies]") {
+  // The layout itself is a static_assert in queue/mpsc_ring.hpp; this
+  // checks the queue objects are cache-line aligned as placed in memory.
+  i2o2::mpsc_ring_queue<int> queue(8);
+  CHECK(reinterpret_cast<std::uintptr_t>(&queue) % 64 == 0);
+}
