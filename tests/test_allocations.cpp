@@ -1,6 +1,6 @@
 // Heap allocations per op on the hot path, counted with a replaced global
 // operator new. The callback reply without a guard must allocate nothing;
-// the future reply, whose states are pooled per thread, nothing once warm.
+// the future reply, whose states are pooled, nothing once warm.
 #include "policy_matrix.hpp"
 
 #include <cstdlib>
@@ -72,10 +72,12 @@ TEST_CASE("the future reply allocates nothing per op once its state pool is warm
   for (int i = 0; i < 1000; ++i) round_trip();
   const long counted = allocations_during(10000, round_trip);
   CHECK(wrong == 0);
-  // A state freed by the scheduler thread (when it lets go last) lands in
-  // that thread's cache, so the client's cache can run dry now and then.
+  // States go back to the cache they came from, whichever thread frees
+  // them, so a warm pool allocates nothing. The one allowance: the
+  // scheduler thread binds its own cache (two allocations) the first time
+  // it happens to free a state, which may fall inside the counted window.
   INFO("allocations in 10000 round trips: " << counted);
-  CHECK(counted <= 100);
+  CHECK(counted <= 2);
 }
 
 TEST_CASE("any_guard holds a shared_ptr without allocating", "[allocations]") {

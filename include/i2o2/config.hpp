@@ -53,4 +53,4 @@ struct config {
 /// Largest queue capacity accepted; larger is a configuration error.
 inline constexpr std::uint32_t max_queue_capacity = 1U << 22;
 
-} // namespace i2o2
+}  // namespace i2o2

@@ -28,4 +28,4 @@ inline spawned<default_scheduler> spawn(config cfg = {}) {
   return spawn_scheduler<default_scheduler>(std::move(cfg));
 }
 
-} // namespace i2o2
+}  // namespace i2o2

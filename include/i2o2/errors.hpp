@@ -21,8 +21,14 @@ enum class errc : int {
   needs_sqe128 = 10003,
   /// `try_submit`: the queue is full right now; nothing was taken.
   queue_full = 10004,
-  /// The op (or batch) can never fit: larger than the queue.
+  /// The batch or chain can never fit: larger than the queue, or a chain
+  /// longer than the ring can take in one submission.
   batch_too_large = 10005,
+  /// `register_file` / `register_buffer`: every slot of the table is taken
+  /// (its size is config::registered_files / registered_buffers).
+  resource_table_full = 10006,
+  /// `unregister_*`: nothing is registered at that index.
+  not_registered = 10007,
 };
 
 /// Largest errno value the kernel returns as a negative result (MAX_ERRNO).
@@ -32,33 +38,31 @@ inline constexpr int max_kernel_errno = 4095;
 constexpr int result_of(errc e) noexcept { return -static_cast<int>(e); }
 
 /// True when `result` is one of i2o2's own errors rather than the kernel's.
-constexpr bool is_i2o2_error(int result) noexcept {
-  return result < -max_kernel_errno;
-}
+constexpr bool is_i2o2_error(int result) noexcept { return result < -max_kernel_errno; }
 
 class error_category_impl final : public std::error_category {
 public:
-  const char* name() const noexcept override { return "i2o2"; }
+  const char *name() const noexcept override { return "i2o2"; }
   std::string message(int value) const override {
     switch (static_cast<errc>(value)) {
     case errc::scheduler_closed: return "the i2o2 scheduler is closed";
     case errc::unsupported_op: return "the running kernel does not support this io_uring op";
     case errc::needs_sqe128: return "the op needs a ring created with config::sqe128";
     case errc::queue_full: return "the i2o2 submission queue is full";
-    case errc::batch_too_large: return "the batch is larger than the i2o2 submission queue";
+    case errc::batch_too_large: return "the batch or chain can never fit the i2o2 queue or ring";
+    case errc::resource_table_full: return "the registered file or buffer table is full";
+    case errc::not_registered: return "nothing is registered at that index";
     }
     return "unknown i2o2 error";
   }
 };
 
-inline const std::error_category& error_category() noexcept {
+inline const std::error_category &error_category() noexcept {
   static const error_category_impl category;
   return category;
 }
 
-inline std::error_code make_error_code(errc e) noexcept {
-  return {static_cast<int>(e), error_category()};
-}
+inline std::error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), error_category()}; }
 
 /// Maps a reply result to an error code: empty for `result >= 0`, the i2o2
 /// category for i2o2's own errors, `std::system_category()` otherwise.
@@ -74,7 +78,7 @@ public:
   scheduler_closed() : std::system_error(make_error_code(errc::scheduler_closed)) {}
 };
 
-} // namespace i2o2
+}  // namespace i2o2
 
 template <>
 struct std::is_error_code_enum<i2o2::errc> : std::true_type {};

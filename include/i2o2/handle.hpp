@@ -5,6 +5,7 @@
 
 #include "detail/envelope.hpp"
 #include "detail/kernel_features.hpp"
+#include "detail/op_key.hpp"
 #include "detail/shared_state.hpp"
 #include "errors.hpp"
 #include "guard.hpp"
@@ -12,6 +13,10 @@
 #include "reply/concept.hpp"
 #include "submit_result.hpp"
 
+#include <sys/uio.h>
+
+#include <array>
+#include <cstddef>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -19,6 +24,14 @@
 #include <vector>
 
 namespace i2o2 {
+
+/// How the ops of a chain are linked.
+enum class link_kind {
+  /// IOSQE_IO_LINK: an op that fails (or reads short) cancels the rest.
+  soft,
+  /// IOSQE_IO_HARDLINK: the rest run whatever each op returns.
+  hard,
+};
 
 template <class Queue, class Wait, class Reply, class Guard>
 class basic_handle {
@@ -28,20 +41,22 @@ public:
   using guard_arg = detail::stored_guard_t<Guard>;
   using sender_type = typename Reply::sender;
   using envelope_type = detail::envelope<sender_type, Guard>;
-  using state_type = detail::shared_state<typename Queue::template queue<envelope_type>, Wait>;
+  using state_type = detail::shared_state<typename Queue::template queue<envelope_type>, Wait, envelope_type>;
 
   explicit basic_handle(std::shared_ptr<state_type> state) noexcept : state_(std::move(state)) {
     state_->add_handle();
   }
-  basic_handle(const basic_handle& other) noexcept : state_(other.state_) { state_->add_handle(); }
-  basic_handle(basic_handle&& other) noexcept = default;
-  basic_handle& operator=(basic_handle other) noexcept {
+  basic_handle(const basic_handle &other) noexcept : state_(other.state_) { state_->add_handle(); }
+  basic_handle(basic_handle &&other) noexcept = default;
+  basic_handle &operator=(basic_handle other) noexcept {
     std::swap(state_, other.state_);
     return *this;
   }
   ~basic_handle() {
     if (state_) state_->drop_handle();
   }
+
+  // ---- ops ----------------------------------------------------------------
 
   /// Sends `op` to the scheduler, waiting while the queue is full, and
   /// returns its reply. `guard` is destroyed on the scheduler thread once
@@ -51,29 +66,26 @@ public:
   /// Any thread, except the scheduler thread itself (it could wait forever
   /// for room only it can make).
   template <operation Op, class... ReplyArgs>
-    requires reply_factory<Reply, ReplyArgs...>
-  reply_type submit(const Op& op, guard_arg guard = {}, ReplyArgs&&... reply_args) {
+  requires reply_factory<Reply, ReplyArgs...> reply_type submit(const Op &op, guard_arg guard = {},
+                                                                ReplyArgs &&...reply_args) {
     auto [sender, receiver] = Reply::make(std::forward<ReplyArgs>(reply_args)...);
     envelope_type envelope{prepare(op), std::move(sender), std::move(guard)};
     if (reject_unrunnable(envelope)) return std::move(receiver);
-    switch (state_->push(std::span<envelope_type>(&envelope, 1), true)) {
-    case detail::push_result::accepted: return std::move(receiver);
-    case detail::push_result::closed:
-    case detail::push_result::full: break;
-    }
-    std::move(envelope.sender).complete(result_of(errc::scheduler_closed));
-    throw scheduler_closed();
+    name_for_cancel(envelope, receiver);
+    send_or_throw(envelope);
+    return std::move(receiver);
   }
 
   /// Like `submit`, but never waits: fails with `errc::queue_full` or
   /// `errc::scheduler_closed`. On failure `guard` is left untouched, so the
   /// caller still owns it and nothing is lost.
   template <operation Op, class... ReplyArgs>
-    requires reply_factory<Reply, ReplyArgs...>
-  submit_result<reply_type> try_submit(const Op& op, guard_arg&& guard, ReplyArgs&&... reply_args) {
+  requires reply_factory<Reply, ReplyArgs...> submit_result<reply_type>
+  try_submit(const Op &op, guard_arg &&guard, ReplyArgs &&...reply_args) {
     auto [sender, receiver] = Reply::make(std::forward<ReplyArgs>(reply_args)...);
     envelope_type envelope{prepare(op), std::move(sender), guard_arg{}};
     if (reject_unrunnable(envelope)) return std::move(receiver);
+    name_for_cancel(envelope, receiver);
     envelope.guard = std::move(guard);
     const auto pushed = state_->push(std::span<envelope_type>(&envelope, 1), false);
     if (pushed == detail::push_result::accepted) return std::move(receiver);
@@ -84,7 +96,7 @@ public:
 
   /// `try_submit` without a guard.
   template <operation Op>
-  submit_result<reply_type> try_submit(const Op& op) {
+  submit_result<reply_type> try_submit(const Op &op) {
     guard_arg none{};
     return try_submit(op, std::move(none));
   }
@@ -95,31 +107,98 @@ public:
   /// Throws `scheduler_closed` after shutdown, and `std::system_error`
   /// (`errc::batch_too_large`) for a batch larger than the queue.
   std::vector<reply_type> submit_many(std::span<const prepared_op> ops,
-                                      std::span<guard_arg> guards = {})
-    requires reply_factory<Reply>
-  {
-    if (!guards.empty() && guards.size() != ops.size())
-      throw std::invalid_argument("i2o2: submit_many needs one guard per op, or none");
-    std::vector<reply_type> replies;
-    std::vector<envelope_type> batch;
-    replies.reserve(ops.size());
-    batch.reserve(ops.size());
-    for (std::size_t i = 0; i < ops.size(); ++i) {
-      auto [sender, receiver] = Reply::make();
-      envelope_type envelope{ops[i], std::move(sender),
-                             guards.empty() ? guard_arg{} : std::move(guards[i])};
-      replies.push_back(std::move(receiver));
-      if (!reject_unrunnable(envelope)) batch.push_back(std::move(envelope));
-    }
-    if (batch.size() > state_->queue().capacity()) {
-      for (auto& envelope : batch) std::move(envelope.sender).complete(result_of(errc::batch_too_large));
-      throw std::system_error(make_error_code(errc::batch_too_large));
-    }
-    if (state_->push(std::span<envelope_type>(batch), true) != detail::push_result::accepted) {
-      for (auto& envelope : batch) std::move(envelope.sender).complete(result_of(errc::scheduler_closed));
-      throw scheduler_closed();
-    }
-    return replies;
+                                      std::span<guard_arg> guards = {}) requires reply_factory<Reply> {
+    return send_batch(ops, guards, std::nullopt);
+  }
+
+  /// Sends `ops` as a linked chain (IOSQE_IO_LINK, or IOSQE_IO_HARDLINK):
+  /// they land contiguously in one submission and run one after another,
+  /// e.g. write then fsync, or open, read, close. Each op has its own
+  /// reply; after a soft link fails, the rest resolve with -ECANCELED.
+  /// Waits while the queue is full; a chain is never split or partly sent.
+  /// Throws `std::system_error` (`errc::batch_too_large`) for a chain longer
+  /// than the ring can submit at once, and std::invalid_argument for an op
+  /// with a timeout inside a chain.
+  std::vector<reply_type> submit_chain(std::span<const prepared_op> ops, std::span<guard_arg> guards = {},
+                                       link_kind link = link_kind::soft) requires reply_factory<Reply> {
+    return send_batch(ops, guards, link);
+  }
+
+  /// `submit_chain(op, op, ...)`: a soft-linked chain of the given ops.
+  template <operation... Ops>
+  requires reply_factory<Reply> &&
+      (sizeof...(Ops) > 0) std::array<reply_type, sizeof...(Ops)> submit_chain(const Ops &...ops) {
+    const std::array<prepared_op, sizeof...(Ops)> images{prepare(ops)...};
+    auto replies = send_batch(images, {}, link_kind::soft);
+    return move_into_array<sizeof...(Ops)>(replies);
+  }
+
+  // ---- cancellation -----------------------------------------------------
+
+  /// Asks the kernel to cancel the op behind `target` (IORING_OP_ASYNC_CANCEL).
+  /// The target's own reply then carries the kernel's result: -ECANCELED,
+  /// or its real result if it finished first; its guard is still released
+  /// only on its own CQE. The returned reply carries the cancel's result:
+  /// 0 (cancelled), -ENOENT (not in flight: already done, or not yet
+  /// sent), -EALREADY (running; it may still complete).
+  template <class... ReplyArgs>
+  requires reply_factory<Reply, ReplyArgs...> && requires(const reply_type &reply) {
+    { reply.cancel_key() } -> std::convertible_to<std::uint64_t>;
+  }
+  reply_type cancel(const reply_type &target, ReplyArgs &&...reply_args) {
+    return control(detail::envelope_kind::cancel, target.cancel_key(), prepared_op{}, guard_arg{},
+                   std::forward<ReplyArgs>(reply_args)...);
+  }
+
+  // ---- registered resources ---------------------------------------------
+
+  /// Registers `fd` in the first free slot of the registered-file table
+  /// (config::registered_files); resolves with the slot index, for
+  /// `i2o2::fixed_file(index)`. `guard` lives until the file is
+  /// unregistered and no op uses it any more (G4). A full table resolves
+  /// with `errc::resource_table_full`; a kernel refusal with its -errno
+  /// (the guard is then released at once).
+  template <class... ReplyArgs>
+  requires reply_factory<Reply, ReplyArgs...> reply_type register_file(int fd, guard_arg guard = {},
+                                                                       ReplyArgs &&...reply_args) {
+    prepared_op request;
+    request.sqe().fd = fd;
+    return control(detail::envelope_kind::register_file, 0, request, std::move(guard),
+                   std::forward<ReplyArgs>(reply_args)...);
+  }
+
+  /// Empties registered-file slot `index`; resolves with 0, or with
+  /// `errc::not_registered`. Ops already using the file finish normally.
+  template <class... ReplyArgs>
+  requires reply_factory<Reply, ReplyArgs...> reply_type unregister_file(unsigned index,
+                                                                         ReplyArgs &&...reply_args) {
+    return control(detail::envelope_kind::unregister_file, index, prepared_op{}, guard_arg{},
+                   std::forward<ReplyArgs>(reply_args)...);
+  }
+
+  /// Registers `[base, base + length)` as a fixed buffer in the first free
+  /// slot of the buffer table (config::registered_buffers); resolves with
+  /// the slot index, for `op::read_fixed` / `op::write_fixed`. The memory is
+  /// pinned (counted against RLIMIT_MEMLOCK: past it, -ENOMEM). `guard`
+  /// lives until the buffer is unregistered and no op uses it any more.
+  template <class... ReplyArgs>
+  requires reply_factory<Reply, ReplyArgs...> reply_type register_buffer(void *base, std::size_t length,
+                                                                         guard_arg guard = {},
+                                                                         ReplyArgs &&...reply_args) {
+    prepared_op request;
+    request.sqe().addr = reinterpret_cast<std::uintptr_t>(base);
+    request.sqe().off = length;
+    return control(detail::envelope_kind::register_buffer, 0, request, std::move(guard),
+                   std::forward<ReplyArgs>(reply_args)...);
+  }
+
+  /// Empties registered-buffer slot `index`; resolves with 0, or with
+  /// `errc::not_registered`.
+  template <class... ReplyArgs>
+  requires reply_factory<Reply, ReplyArgs...> reply_type unregister_buffer(unsigned index,
+                                                                           ReplyArgs &&...reply_args) {
+    return control(detail::envelope_kind::unregister_buffer, index, prepared_op{}, guard_arg{},
+                   std::forward<ReplyArgs>(reply_args)...);
   }
 
   /// True once the scheduler stopped taking ops.
@@ -128,7 +207,7 @@ public:
 private:
   /// Resolves an op the kernel or ring cannot run without sending it (G3);
   /// the guard is released here, since the kernel never saw the op.
-  bool reject_unrunnable(envelope_type& envelope) noexcept {
+  bool reject_unrunnable(envelope_type &envelope) noexcept {
     int error = 0;
     if (envelope.op.needs_sqe128 && !state_->sqe128())
       error = result_of(errc::needs_sqe128);
@@ -140,7 +219,93 @@ private:
     return true;
   }
 
+  /// Gives the op a key `cancel` can find it by, if the reply can carry it.
+  static void name_for_cancel(envelope_type &envelope, reply_type &receiver) noexcept {
+    if constexpr (requires { receiver.set_cancel_key(std::uint64_t{}); }) {
+      envelope.key = detail::next_op_key();
+      receiver.set_cancel_key(envelope.key);
+    }
+  }
+
+  void send_or_throw(envelope_type &envelope) {
+    if (state_->push(std::span<envelope_type>(&envelope, 1), true) == detail::push_result::accepted) return;
+    std::move(envelope.sender).complete(result_of(errc::scheduler_closed));
+    throw scheduler_closed();
+  }
+
+  template <class... ReplyArgs>
+  reply_type control(detail::envelope_kind kind, std::uint64_t key, const prepared_op &request,
+                     guard_arg guard, ReplyArgs &&...reply_args) {
+    auto [sender, receiver] = Reply::make(std::forward<ReplyArgs>(reply_args)...);
+    envelope_type envelope{request, std::move(sender), std::move(guard), key, 1, kind};
+    send_or_throw(envelope);
+    return std::move(receiver);
+  }
+
+  /// submit_many (no link) and submit_chain (a link kind).
+  std::vector<reply_type> send_batch(std::span<const prepared_op> ops, std::span<guard_arg> guards,
+                                     std::optional<link_kind> link) {
+    if (!guards.empty() && guards.size() != ops.size())
+      throw std::invalid_argument("i2o2: one guard per op, or none");
+    if (link && ops.size() > state_->max_chain_length())
+      throw std::system_error(make_error_code(errc::batch_too_large),
+                              "i2o2: a chain longer than the ring can submit at once");
+    std::vector<reply_type> replies;
+    std::vector<envelope_type> batch;
+    replies.reserve(ops.size());
+    batch.reserve(ops.size());
+    bool rejected = false;
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      auto [sender, receiver] = Reply::make();
+      envelope_type envelope{ops[i], std::move(sender), guards.empty() ? guard_arg{} : std::move(guards[i])};
+      if (link && envelope.op.timeout_ns != 0)
+        throw std::invalid_argument("i2o2: ops inside a chain cannot have a timeout");
+      if (link && i + 1 < ops.size())
+        envelope.op.sqe().flags |= (*link == link_kind::hard ? IOSQE_IO_HARDLINK : IOSQE_IO_LINK);
+      name_for_cancel(envelope, receiver);
+      replies.push_back(std::move(receiver));
+      // An op that cannot run resolves at once; in a chain, so does the rest.
+      if (rejected || reject_unrunnable(envelope)) {
+        rejected = rejected || link.has_value();
+        if (rejected) std::move(envelope.sender).complete(-ECANCELED);
+        continue;
+      }
+      batch.push_back(std::move(envelope));
+    }
+    if (link && rejected) {
+      // Never send part of a chain: resolve what was kept as cancelled.
+      for (auto &envelope : batch)
+        std::move(envelope.sender).complete(-ECANCELED);
+      return replies;
+    }
+    if (batch.empty()) return replies;
+    if (link) {
+      batch.front().chain_length = static_cast<std::uint16_t>(batch.size());
+      for (std::size_t i = 1; i < batch.size(); ++i)
+        batch[i].chain_length = 0;
+    }
+    if (batch.size() > state_->queue().capacity()) {
+      for (auto &envelope : batch)
+        std::move(envelope.sender).complete(result_of(errc::batch_too_large));
+      throw std::system_error(make_error_code(errc::batch_too_large));
+    }
+    if (state_->push(std::span<envelope_type>(batch), true) != detail::push_result::accepted) {
+      for (auto &envelope : batch)
+        std::move(envelope.sender).complete(result_of(errc::scheduler_closed));
+      throw scheduler_closed();
+    }
+    return replies;
+  }
+
+  template <std::size_t N>
+  static std::array<reply_type, N> move_into_array(std::vector<reply_type> &replies) {
+    return [&]<std::size_t... I>(std::index_sequence<I...>) {
+      return std::array<reply_type, N>{std::move(replies[I])...};
+    }
+    (std::make_index_sequence<N>{});
+  }
+
   std::shared_ptr<state_type> state_;
 };
 
-} // namespace i2o2
+}  // namespace i2o2

@@ -7,6 +7,7 @@
 
 #include "detail/compat.hpp"
 
+#include <chrono>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -22,27 +23,29 @@ struct prepared_op {
   /// (A byte array rather than an `io_uring_sqe` member: the kernel struct
   /// ends in a zero-length array, which -Wpedantic rejects as a member.)
   alignas(8) std::byte bytes[128];
-  bool needs_sqe128 = false;  ///< Rejected on rings without SQE128.
+  bool needs_sqe128 = false;    ///< Rejected on rings without SQE128.
+  std::int64_t timeout_ns = 0;  ///< op_options::timeout, for the scheduler.
 
   /// A zeroed image (opcode 0 is IORING_OP_NOP).
   prepared_op() noexcept {
     std::memset(bytes, 0, sizeof(bytes));
-    ::new (static_cast<void*>(bytes)) io_uring_sqe;
+    ::new (static_cast<void *>(bytes)) io_uring_sqe;
   }
 
-  io_uring_sqe& sqe() noexcept { return *std::launder(reinterpret_cast<io_uring_sqe*>(bytes)); }
-  const io_uring_sqe& sqe() const noexcept {
-    return *std::launder(reinterpret_cast<const io_uring_sqe*>(bytes));
+  io_uring_sqe &sqe() noexcept { return *std::launder(reinterpret_cast<io_uring_sqe *>(bytes)); }
+  const io_uring_sqe &sqe() const noexcept {
+    return *std::launder(reinterpret_cast<const io_uring_sqe *>(bytes));
   }
-  std::byte* ext() noexcept { return bytes + sizeof(io_uring_sqe); }
-  const std::byte* ext() const noexcept { return bytes + sizeof(io_uring_sqe); }
+  std::byte *ext() noexcept { return bytes + sizeof(io_uring_sqe); }
+  const std::byte *ext() const noexcept { return bytes + sizeof(io_uring_sqe); }
   /// The image of any op, so batches of different ops fit in one container:
   /// `std::vector<prepared_op> batch{op::write{...}, op::fsync{...}}`.
   template <class Op>
-    requires requires(const Op& op, prepared_op& image) {
-      { op.prepare(image) } noexcept;
-    }
-  prepared_op(const Op& op) noexcept : prepared_op() {  // NOLINT: implicit on purpose
+  requires requires(const Op &op, prepared_op &image) {
+    { op.prepare(image) }
+    noexcept;
+  }
+  prepared_op(const Op &op) noexcept : prepared_op() {  // NOLINT: implicit on purpose
     op.prepare(*this);
   }
 
@@ -81,19 +84,23 @@ struct op_options {
   /// IOSQE_ASYNC: the op will block, so go straight to an io-wq worker
   /// instead of trying a non-blocking attempt first.
   bool will_block = false;
+  /// A deadline (a linked timeout): an op still running after this long is
+  /// cancelled and resolves with -ECANCELED. Zero: none. Not within chains.
+  std::chrono::nanoseconds timeout{0};
 };
 
 /// Requirements on an op type:
 ///  1. `op.prepare(image)` fills a zeroed `prepared_op` and is noexcept;
 ///  2. it is copyable, so it can be sent from any thread.
 template <class T>
-concept operation = std::copy_constructible<T> && requires(const T& op, prepared_op& image) {
-  { op.prepare(image) } noexcept -> std::same_as<void>;
+concept operation = std::copy_constructible<T> && requires(const T &op, prepared_op &image) {
+  { op.prepare(image) }
+  noexcept->std::same_as<void>;
 };
 
 /// Builds the SQE image for `op`.
 template <operation Op>
-prepared_op prepare(const Op& op) noexcept {
+prepared_op prepare(const Op &op) noexcept {
   prepared_op image;
   op.prepare(image);
   return image;
@@ -101,31 +108,32 @@ prepared_op prepare(const Op& op) noexcept {
 
 namespace detail {
 
-inline void apply_target(io_uring_sqe& sqe, file_ref file) noexcept {
+inline void apply_target(io_uring_sqe &sqe, file_ref file) noexcept {
   sqe.fd = file.value;
   if (file.registered) sqe.flags |= IOSQE_FIXED_FILE;
 }
 
-inline void apply_options(io_uring_sqe& sqe, const op_options& options) noexcept {
-  sqe.ioprio = options.ioprio;
-  if (options.will_block) sqe.flags |= IOSQE_ASYNC;
+inline void apply_options(prepared_op &image, const op_options &options) noexcept {
+  image.sqe().ioprio = options.ioprio;
+  if (options.will_block) image.sqe().flags |= IOSQE_ASYNC;
+  image.timeout_ns = options.timeout.count();
 }
 
 /// The read/write shaped fields shared by most ops.
-inline void fill_rw(prepared_op& image, std::uint8_t opcode, file_ref file, std::uint64_t addr,
-                    std::uint32_t len, std::uint64_t offset, const op_options& options) noexcept {
+inline void fill_rw(prepared_op &image, std::uint8_t opcode, file_ref file, std::uint64_t addr,
+                    std::uint32_t len, std::uint64_t offset, const op_options &options) noexcept {
   image.sqe().opcode = opcode;
   apply_target(image.sqe(), file);
   image.sqe().addr = addr;
   image.sqe().len = len;
   image.sqe().off = offset;
-  apply_options(image.sqe(), options);
+  apply_options(image, options);
 }
 
 template <class T>
-std::uint64_t address_of(T* pointer) noexcept {
+std::uint64_t address_of(T *pointer) noexcept {
   return reinterpret_cast<std::uintptr_t>(pointer);
 }
 
-} // namespace detail
-} // namespace i2o2
+}  // namespace detail
+}  // namespace i2o2

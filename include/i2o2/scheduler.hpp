@@ -4,6 +4,7 @@
 /// SQEs, submit, park, reap CQEs into replies and guard releases.
 
 #include "config.hpp"
+#include "detail/resource_table.hpp"
 #include "detail/ring.hpp"
 #include "detail/slot_table.hpp"
 #include "detail/user_data.hpp"
@@ -14,10 +15,12 @@
 #include "wait/concept.hpp"
 
 #include <sched.h>
+#include <sys/uio.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -28,8 +31,8 @@ namespace i2o2 {
 
 namespace detail {
 /// Checks a config before any kernel call; throws std::invalid_argument.
-inline void validate(const config& cfg) {
-  const auto fail = [](const std::string& what) { throw std::invalid_argument("i2o2 config: " + what); };
+inline void validate(const config &cfg) {
+  const auto fail = [](const std::string &what) { throw std::invalid_argument("i2o2 config: " + what); };
   if (cfg.ring_depth == 0) fail("ring_depth must be at least 1");
   if ((cfg.ring_depth & (cfg.ring_depth - 1)) != 0)
     fail("ring_depth must be a power of two, got " + std::to_string(cfg.ring_depth));
@@ -42,7 +45,7 @@ inline void validate(const config& cfg) {
          std::to_string(max_queue_capacity));
   if (cfg.thread_name.size() > 15) fail("thread_name must be at most 15 characters");
 }
-} // namespace detail
+}  // namespace detail
 
 template <queue_family Queue, wait_strategy Wait, reply_policy Reply, guard_type Guard>
 class basic_scheduler {
@@ -54,20 +57,24 @@ public:
   /// std::invalid_argument for a nonsense config and std::system_error when
   /// the kernel refuses (naming a missing flag and the kernel that has it).
   explicit basic_scheduler(config cfg = {})
-      : config_((detail::validate(cfg), std::move(cfg))),
-        ring_(config_),
-        state_(std::make_shared<state_type>(config_.queue_capacity, ring_.sqe128(), deadline_of(config_))),
-        slots_(ring_.cq_entries() - internal_reserve) {}
+      : config_((detail::validate(cfg), std::move(cfg))), ring_(config_),
+        state_(std::make_shared<state_type>(
+            config_.queue_capacity, ring_.sqe128(),
+            std::min(ring_.sq_entries(), ring_.cq_entries() - internal_reserve), deadline_of(config_))),
+        slots_(ring_.cq_entries() - internal_reserve), files_(config_.registered_files),
+        buffers_(config_.registered_buffers) {}
 
-  basic_scheduler(const basic_scheduler&) = delete;
-  basic_scheduler& operator=(const basic_scheduler&) = delete;
+  basic_scheduler(const basic_scheduler &) = delete;
+  basic_scheduler &operator=(const basic_scheduler &) = delete;
 
   /// If `run` never ran, ops already queued resolve with scheduler_closed.
   ~basic_scheduler() {
     state_->close(std::nullopt);
-    while (!state_->closed_and_quiet()) detail::cpu_relax();
-    state_->queue().pop_batch(state_->queue().capacity(), [](envelope_type&& envelope) noexcept {
+    while (!state_->closed_and_quiet())
+      detail::cpu_relax();
+    state_->queue().pop_batch(state_->queue().capacity(), [](envelope_type &envelope) noexcept {
       std::move(envelope.sender).complete(result_of(errc::scheduler_closed));
+      return true;
     });
   }
 
@@ -78,7 +85,7 @@ public:
   /// accepted op has completed. Call once. `on_started(error)` is called
   /// when the ring is ready (null) or failed to start (then run throws).
   template <class OnStarted>
-  void run(OnStarted&& on_started) {
+  void run(OnStarted &&on_started) {
     try {
       ring_.enable();
       ring_.register_sparse_tables(config_.registered_files, config_.registered_buffers);
@@ -88,8 +95,10 @@ public:
       throw;
     }
     on_started(std::exception_ptr{});
+    state_->mark_scheduler_thread(true);
     loop();
     disarm_wait();
+    state_->mark_scheduler_thread(false);
   }
   void run() {
     run([](std::exception_ptr) noexcept {});
@@ -98,12 +107,10 @@ public:
   /// Stops taking ops; `run` returns once every accepted op has completed.
   /// Ops still in flight after `deadline` are cancelled (each guard still
   /// released on its own CQE). Any thread.
-  void request_stop(std::optional<std::chrono::nanoseconds> deadline) noexcept {
-    state_->close(deadline);
-  }
+  void request_stop(std::optional<std::chrono::nanoseconds> deadline) noexcept { state_->close(deadline); }
   void request_stop() noexcept { state_->close(deadline_of(config_)); }
 
-  const config& settings() const noexcept { return config_; }
+  const config &settings() const noexcept { return config_; }
   /// The IORING_SETUP_* flags the ring was created with.
   std::uint32_t ring_flags() const noexcept { return ring_.flags(); }
 
@@ -111,11 +118,12 @@ private:
   using envelope_type = typename handle_type::envelope_type;
   using state_type = typename handle_type::state_type;
   using sender_type = typename handle_type::sender_type;
+  using resources_type = detail::resource_table<Guard>;
 
   /// CQ entries kept back for internal ops (the armed wake, cancels).
   static constexpr unsigned internal_reserve = 2;
 
-  static std::optional<std::chrono::nanoseconds> deadline_of(const config& cfg) {
+  static std::optional<std::chrono::nanoseconds> deadline_of(const config &cfg) {
     if (!cfg.shutdown_deadline) return std::nullopt;
     return std::chrono::nanoseconds(*cfg.shutdown_deadline);
   }
@@ -125,9 +133,18 @@ private:
   void loop() {
     for (;;) {
       pull();
+      if (chain_members_missing_ != 0) {
+        // A chain's producer is still publishing its ops: submitting now
+        // would split the chain. It is mid-push, so this is brief.
+        detail::cpu_relax();
+        continue;
+      }
       const bool closing = state_->closed();
       if (closing) {
-        if (finished()) return;
+        if (drained()) {
+          release_resources();
+          if (finished()) return;
+        }
         cancel_after_deadline();
       }
       submit_or_wait(closing);
@@ -136,27 +153,155 @@ private:
   }
 
   /// Moves queued envelopes into SQEs while the SQ has room and the CQ can
-  /// take their completions.
+  /// take their completions; a chain goes in whole or waits at the front.
   void pull() noexcept {
-    const unsigned budget = std::min(ring_.sq_space_left(), cq_room());
-    if (budget == 0) return;
-    const std::size_t pulled = state_->queue().pop_batch(budget, [this](envelope_type&& envelope) noexcept {
-      const std::uint32_t id = slots_.insert(std::move(envelope.sender), std::move(envelope.guard));
-      ring_.push(envelope.op, id);  // cannot fail: the budget counted free SQEs
-    });
+    unsigned budget = std::min(ring_.sq_space_left(), cq_room());
+    const auto consume = [&](envelope_type &envelope) noexcept {
+      if (envelope.kind != detail::envelope_kind::op) return control(envelope, budget);
+      if (envelope.chain_length == 0) {  // a chain member: budgeted with its head
+        --chain_members_missing_;
+        place(envelope, false);
+        return true;
+      }
+      const bool timed = envelope.op.timeout_ns != 0 && envelope.chain_length == 1;
+      const unsigned needed = envelope.chain_length + (timed ? 1U : 0U);
+      if (needed > budget) return false;
+      budget -= needed;
+      chain_members_missing_ = envelope.chain_length - 1U;
+      place(envelope, timed);
+      return true;
+    };
+    const std::size_t pulled = state_->queue().pop_batch(state_->queue().capacity(), consume);
     if (pulled != 0) state_->signal_space();
+    // Then what the scheduler thread itself submitted past a full queue;
+    // never between a chain's head and its members still being published.
+    auto &overflow = state_->overflow();
+    if (chain_members_missing_ == 0)
+      while (!overflow.empty() && consume(overflow.front()))
+        overflow.pop_front();
+  }
+
+  /// Nothing waiting to be pulled (a claimed but unpublished envelope counts
+  /// as nothing: its producer wakes us after publishing it).
+  bool nothing_queued() noexcept { return state_->queue().empty() && state_->overflow().empty(); }
+
+  /// One op into the ring; with `timed`, a LINK_TIMEOUT right behind it.
+  void place(envelope_type &envelope, bool timed) noexcept {
+    const std::uint64_t user_data =
+        slots_.insert(std::move(envelope.sender), std::move(envelope.guard), envelope.key);
+    if (timed) envelope.op.sqe().flags |= IOSQE_IO_LINK;
+    ring_.push(envelope.op, user_data);  // cannot fail: the budget counted free SQEs
+    if (!timed) return;
+    __kernel_timespec &timeout = slots_.timeout_of(user_data);
+    timeout.tv_sec = envelope.op.timeout_ns / 1'000'000'000;
+    timeout.tv_nsec = envelope.op.timeout_ns % 1'000'000'000;
+    io_uring_sqe *sqe = ring_.get_sqe();
+    if (sqe == nullptr) [[unlikely]]
+      std::abort();  // the budget counted this SQE: a broken invariant, not a runtime condition
+    std::memset(sqe, 0, sizeof(*sqe));
+    sqe->opcode = IORING_OP_LINK_TIMEOUT;
+    sqe->fd = -1;
+    sqe->addr = reinterpret_cast<std::uintptr_t>(&timeout);
+    sqe->len = 1;
+    sqe->user_data = detail::link_timeout_user_data;
+    ++link_timeouts_in_flight_;
+  }
+
+  /// A control request. Registration runs here on the scheduler thread,
+  /// which SINGLE_ISSUER rings need; a cancel becomes an ASYNC_CANCEL op.
+  /// Returns false to leave it queued (no room for a cancel yet).
+  bool control(envelope_type &envelope, unsigned &budget) noexcept {
+    using kind = detail::envelope_kind;
+    switch (envelope.kind) {
+    case kind::cancel: {
+      const auto target = slots_.find_key(envelope.key);
+      if (!target) {
+        std::move(envelope.sender).complete(-ENOENT);  // done already, or never sent
+        return true;
+      }
+      if (budget == 0) return false;
+      --budget;
+      envelope.op.sqe().opcode = IORING_OP_ASYNC_CANCEL;
+      envelope.op.sqe().fd = -1;
+      envelope.op.sqe().addr = *target;
+      envelope.key = 0;
+      place(envelope, false);
+      return true;
+    }
+    case kind::register_file:
+      register_resource(
+          files_, envelope,
+          [&](std::uint32_t index, std::uint64_t tag) {
+            return ring_.update_file(index, envelope.op.sqe().fd, tag);
+          },
+          detail::internal_kind::file_tag);
+      return true;
+    case kind::register_buffer:
+      register_resource(
+          buffers_, envelope,
+          [&](std::uint32_t index, std::uint64_t tag) {
+            const iovec buffer{reinterpret_cast<void *>(envelope.op.sqe().addr),
+                               static_cast<std::size_t>(envelope.op.sqe().off)};
+            return ring_.update_buffer(index, buffer, tag);
+          },
+          detail::internal_kind::buffer_tag);
+      return true;
+    case kind::unregister_file:
+      std::move(envelope.sender).complete(unregister_file(static_cast<std::uint32_t>(envelope.key)));
+      return true;
+    case kind::unregister_buffer:
+      std::move(envelope.sender).complete(unregister_buffer(static_cast<std::uint32_t>(envelope.key)));
+      return true;
+    case kind::op: break;
+    }
+    return true;
+  }
+
+  template <class Update>
+  void register_resource(resources_type &table, envelope_type &envelope, Update &&update,
+                         detail::internal_kind tag_kind) noexcept {
+    const auto index = table.acquire();
+    if (!index) {
+      std::move(envelope.sender).complete(result_of(errc::resource_table_full));
+      return;  // the guard is released with the envelope
+    }
+    const int result = update(*index, detail::internal_user_data(tag_kind, *index));
+    if (result < 0) {
+      table.abort(*index);
+      std::move(envelope.sender).complete(result);
+      return;
+    }
+    table.commit(*index, std::move(envelope.guard));
+    std::move(envelope.sender).complete(static_cast<int>(*index));
+  }
+
+  /// Empties a slot. Its guard waits for the tag CQE (G4).
+  int unregister_file(std::uint32_t index) noexcept {
+    if (!files_.registered(index)) return result_of(errc::not_registered);
+    const int result = ring_.update_file(index, -1, 0);
+    if (result < 0) return result;
+    files_.release(index);
+    return 0;
+  }
+  int unregister_buffer(std::uint32_t index) noexcept {
+    if (!buffers_.registered(index)) return result_of(errc::not_registered);
+    const int result = ring_.update_buffer(index, iovec{nullptr, 0}, 0);
+    if (result < 0) return result;
+    buffers_.release(index);
+    return 0;
   }
 
   void submit_or_wait(bool closing) noexcept {
-    const bool queue_empty = state_->queue().empty();
-    if (!queue_empty) {
+    if (!nothing_queued()) {
       // More to pull: don't sleep unless the CQ budget is spent, in which
       // case only a completion can make room.
       enter(cq_room() == 0 ? 1U : 0U);
       return;
     }
     if (closing) {
-      if (!state_->closed_and_quiet() || slots_.in_use() == 0) {
+      const bool awaiting_cqes =
+          slots_.in_use() != 0 || link_timeouts_in_flight_ != 0 || files_.live() != 0 || buffers_.live() != 0;
+      if (!state_->closed_and_quiet() || !awaiting_cqes) {
         enter(0);  // a producer is mid-push, or nothing left to wait for
         if (!state_->closed_and_quiet()) ::sched_yield();
         return;
@@ -169,13 +314,14 @@ private:
     } else if (ring_.iopoll()) {
       // IOPOLL rings only complete by polling, and cannot hold the armed
       // wake op: poll while ops are in flight, sleep outside when idle.
-      if (slots_.in_use() == 0 && ring_.sq_pending() == 0 && state_->announce_park()) {
+      if (slots_.in_use() == 0 && ring_.sq_pending() == 0 && state_->overflow().empty() &&
+          state_->announce_park()) {
         state_->wait().block();
         state_->end_park();
       } else {
         enter(0);
       }
-    } else if (state_->wait().arm(ring_) && state_->announce_park()) {
+    } else if (state_->overflow().empty() && state_->wait().arm(ring_) && state_->announce_park()) {
       // Armed before announcing: a producer may wake us the moment it sees
       // the announcement, and the wake must find everything in place.
       enter(1);
@@ -200,8 +346,8 @@ private:
       enter(1);
       return;
     }
-    const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
-        *deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - std::chrono::steady_clock::now());
     const auto nanos = std::max<std::int64_t>(left.count(), 0);
     ring_.submit_and_wait_timeout(__kernel_timespec{nanos / 1'000'000'000, nanos % 1'000'000'000});
   }
@@ -209,21 +355,35 @@ private:
   void reap() noexcept {
     ring_.reap([this](std::uint64_t user_data, int result) noexcept {
       if (!detail::is_internal(user_data)) {
-        slots_.complete(static_cast<std::uint32_t>(user_data), result);
-      } else if (user_data == detail::wake_user_data) {
-        state_->wait().on_wake(result);
-      } else if (user_data == detail::cancel_user_data) {
-        --cancels_in_flight_;
+        slots_.complete(user_data, result);
+        return;
+      }
+      switch (detail::kind_of(user_data)) {
+      case detail::internal_kind::wake: state_->wait().on_wake(result); break;
+      case detail::internal_kind::cancel: --cancels_in_flight_; break;
+      case detail::internal_kind::link_timeout: --link_timeouts_in_flight_; break;
+      case detail::internal_kind::file_tag: files_.on_tag(detail::index_of(user_data)); break;
+      case detail::internal_kind::buffer_tag: buffers_.on_tag(detail::index_of(user_data)); break;
       }
     });
   }
 
   // ---- shutdown ---------------------------------------------------------
 
-  /// Closed, nobody mid-push, nothing queued, nothing in flight (G5).
-  bool finished() noexcept {
-    return state_->closed_and_quiet() && state_->queue().empty() && slots_.in_use() == 0 &&
-           ring_.sq_pending() == 0;
+  /// Closed, nobody mid-push, nothing queued, no op in flight.
+  bool drained() noexcept {
+    return state_->closed_and_quiet() && nothing_queued() && slots_.in_use() == 0 &&
+           link_timeouts_in_flight_ == 0 && ring_.sq_pending() == 0;
+  }
+
+  /// Drained, and every registered resource's tag CQE is in (G4, G5).
+  bool finished() noexcept { return drained() && files_.live() == 0 && buffers_.live() == 0; }
+
+  /// At shutdown, once no op can use them: unregister every resource; each
+  /// guard goes with its tag CQE.
+  void release_resources() noexcept {
+    files_.for_each_registered([this](std::uint32_t index) { unregister_file(index); });
+    buffers_.for_each_registered([this](std::uint32_t index) { unregister_buffer(index); });
   }
 
   /// After the stop deadline, asks the kernel to cancel every op in flight.
@@ -235,7 +395,7 @@ private:
 
   bool push_cancel(std::uint64_t target) noexcept {
     if (cq_room() == 0) return false;
-    io_uring_sqe* sqe = ring_.get_sqe();
+    io_uring_sqe *sqe = ring_.get_sqe();
     if (sqe == nullptr) return false;
     std::memset(sqe, 0, sizeof(*sqe));
     sqe->opcode = IORING_OP_ASYNC_CANCEL;
@@ -259,7 +419,8 @@ private:
 
   /// Completions the CQ can still take beyond what is in flight.
   unsigned cq_room() const noexcept {
-    const unsigned in_flight = slots_.in_use() + cancels_in_flight_ + (state_->wait().armed() ? 1U : 0U);
+    const unsigned in_flight = slots_.in_use() + cancels_in_flight_ + link_timeouts_in_flight_ +
+                               files_.live() + buffers_.live() + (state_->wait().armed() ? 1U : 0U);
     const unsigned limit = ring_.cq_entries();
     return in_flight >= limit - internal_reserve ? 0U : limit - internal_reserve - in_flight;
   }
@@ -274,8 +435,15 @@ private:
   std::shared_ptr<state_type> state_;
   // Sender and guard of every op in flight, indexed by user_data.
   detail::slot_table<sender_type, Guard> slots_;
-  // ASYNC_CANCELs whose own CQE has not arrived yet.
+  // Registered files and buffers, and their guards until their tag CQEs.
+  resources_type files_;
+  resources_type buffers_;
+  // Shutdown ASYNC_CANCELs whose own CQE has not arrived yet.
   unsigned cancels_in_flight_ = 0;
+  // LINK_TIMEOUTs whose own CQE has not arrived yet.
+  unsigned link_timeouts_in_flight_ = 0;
+  // Ops of the chain being pulled that producers have not published yet.
+  unsigned chain_members_missing_ = 0;
 };
 
-} // namespace i2o2
+}  // namespace i2o2

@@ -23,30 +23,31 @@ class scheduler_thread {
 public:
   /// Creates the scheduler and starts its thread; returns once the ring is
   /// running. Throws what the scheduler's creation or start-up throws.
-  explicit scheduler_thread(config cfg)
-      : scheduler_(std::make_unique<Scheduler>(std::move(cfg))) {
+  explicit scheduler_thread(config cfg) : scheduler_(std::make_unique<Scheduler>(std::move(cfg))) {
     std::promise<void> started;
     auto ready = started.get_future();
     // The thread gets the scheduler, never `this`: the owner may be moved.
     thread_ = std::thread([scheduler = scheduler_.get(), started = std::move(started)]() mutable {
-      const config& settings = scheduler->settings();
+      const config &settings = scheduler->settings();
       ::pthread_setname_np(::pthread_self(), settings.thread_name.c_str());
       if (settings.cpu_affinity) {
         cpu_set_t cpus;
         CPU_ZERO(&cpus);
         CPU_SET(*settings.cpu_affinity, &cpus);
         if (const int error = ::pthread_setaffinity_np(::pthread_self(), sizeof(cpus), &cpus)) {
-          started.set_exception(std::make_exception_ptr(std::system_error(
-              error, std::system_category(),
-              "i2o2: pinning the scheduler thread to CPU " + std::to_string(*settings.cpu_affinity) +
-                  " failed")));
+          started.set_exception(std::make_exception_ptr(
+              std::system_error(error, std::system_category(),
+                                "i2o2: pinning the scheduler thread to CPU " +
+                                    std::to_string(*settings.cpu_affinity) + " failed")));
           return;
         }
       }
       try {
         scheduler->run([&started](std::exception_ptr error) {
-          if (error) started.set_exception(error);
-          else started.set_value();
+          if (error)
+            started.set_exception(error);
+          else
+            started.set_value();
         });
       } catch (...) {
         // Start-up failures reached the caller through the promise.
@@ -60,8 +61,8 @@ public:
     }
   }
 
-  scheduler_thread(scheduler_thread&&) noexcept = default;
-  scheduler_thread& operator=(scheduler_thread&&) = delete;
+  scheduler_thread(scheduler_thread &&) noexcept = default;
+  scheduler_thread &operator=(scheduler_thread &&) = delete;
   ~scheduler_thread() {
     if (thread_.joinable()) {
       scheduler_->request_stop();
@@ -87,11 +88,11 @@ public:
     if (thread_.joinable()) thread_.join();
   }
 
-  Scheduler& scheduler() noexcept { return *scheduler_; }
+  Scheduler &scheduler() noexcept { return *scheduler_; }
 
 private:
   std::optional<std::chrono::nanoseconds> deadline_of_config() const {
-    const auto& deadline = scheduler_->settings().shutdown_deadline;
+    const auto &deadline = scheduler_->settings().shutdown_deadline;
     if (!deadline) return std::nullopt;
     return std::chrono::nanoseconds(*deadline);
   }
@@ -115,4 +116,4 @@ spawned<Scheduler> spawn_scheduler(config cfg = {}) {
   return {std::move(owner), std::move(handle)};
 }
 
-} // namespace i2o2
+}  // namespace i2o2

@@ -13,7 +13,7 @@ namespace i2o2 {
 template <class Reply>
 class submit_result {
 public:
-  submit_result(Reply reply) noexcept : reply_(std::move(reply)) {}  // NOLINT: implicit
+  submit_result(Reply reply) noexcept : reply_(std::move(reply)) {}       // NOLINT: implicit
   submit_result(errc error) noexcept : error_(make_error_code(error)) {}  // NOLINT: implicit
 
   bool has_value() const noexcept { return reply_.has_value(); }
@@ -23,20 +23,20 @@ public:
   std::error_code error() const noexcept { return error_; }
 
   /// The reply; throws `std::system_error` with `error()` if there is none.
-  Reply& value() & {
+  Reply &value() & {
     if (!reply_) throw std::system_error(error_);
     return *reply_;
   }
-  Reply&& value() && {
+  Reply &&value() && {
     if (!reply_) throw std::system_error(error_);
     return std::move(*reply_);
   }
-  Reply& operator*() & noexcept { return *reply_; }
-  Reply* operator->() noexcept { return &*reply_; }
+  Reply &operator*() &noexcept { return *reply_; }
+  Reply *operator->() noexcept { return &*reply_; }
 
 private:
   std::optional<Reply> reply_;
   std::error_code error_;
 };
 
-} // namespace i2o2
+}  // namespace i2o2

@@ -22,10 +22,10 @@ inline constexpr std::uint8_t op_futex_wake = 52;  // Linux 6.7
 inline constexpr std::uint8_t op_ftruncate = 55;   // Linux 6.9
 
 // io_uring_register opcodes.
-inline constexpr unsigned register_enable_rings = 12;  // Linux 5.10
-inline constexpr unsigned register_files_update2 = 14; // Linux 5.13
+inline constexpr unsigned register_enable_rings = 12;   // Linux 5.10
+inline constexpr unsigned register_files_update2 = 14;  // Linux 5.13
 inline constexpr unsigned register_buffers_update = 16;
-inline constexpr unsigned register_send_msg_ring = 31; // Linux 6.13
+inline constexpr unsigned register_send_msg_ring = 31;  // Linux 6.13
 
 // Futex flags for IORING_OP_FUTEX_WAIT (futex2 encoding).
 inline constexpr std::uint32_t futex2_size_u32 = 0x02;
@@ -45,4 +45,4 @@ inline constexpr std::uint32_t max_ring_entries = 32768;
 /// Bytes of command payload an SQE128 ring carries for IORING_OP_URING_CMD.
 inline constexpr std::size_t uring_cmd_bytes = 80;
 
-} // namespace i2o2::compat
+}  // namespace i2o2::compat

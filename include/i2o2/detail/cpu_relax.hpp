@@ -11,4 +11,4 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-} // namespace i2o2::detail
+}  // namespace i2o2::detail

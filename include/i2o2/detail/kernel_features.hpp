@@ -25,8 +25,8 @@ namespace i2o2::detail {
 /// A setup flag, its name and the first kernel that has it.
 struct setup_flag_info {
   std::uint32_t flag;
-  const char* name;
-  const char* since;
+  const char *name;
+  const char *since;
 };
 
 inline constexpr std::array<setup_flag_info, 10> known_setup_flags{{
@@ -42,24 +42,34 @@ inline constexpr std::array<setup_flag_info, 10> known_setup_flags{{
     {IORING_SETUP_DEFER_TASKRUN, "IORING_SETUP_DEFER_TASKRUN", "Linux 6.1"},
 }};
 
-inline const setup_flag_info& describe_setup_flag(std::uint32_t flag) noexcept {
-  for (const auto& info : known_setup_flags)
+inline const setup_flag_info &describe_setup_flag(std::uint32_t flag) noexcept {
+  for (const auto &info : known_setup_flags)
     if (info.flag == flag) return info;
   static constexpr setup_flag_info unknown{0, "an unknown IORING_SETUP flag", "an unknown kernel"};
   return unknown;
 }
 
 /// The first kernel with each opcode i2o2 exposes, for error messages.
-inline const char* opcode_since(std::uint8_t opcode) noexcept {
+inline const char *opcode_since(std::uint8_t opcode) noexcept {
   switch (opcode) {
-  case IORING_OP_NOP: case IORING_OP_READV: case IORING_OP_WRITEV: case IORING_OP_FSYNC:
-  case IORING_OP_READ_FIXED: case IORING_OP_WRITE_FIXED: return "Linux 5.1";
-  case IORING_OP_FALLOCATE: case IORING_OP_OPENAT: case IORING_OP_CLOSE:
-  case IORING_OP_STATX: case IORING_OP_READ: case IORING_OP_WRITE: case IORING_OP_FADVISE:
+  case IORING_OP_NOP:
+  case IORING_OP_READV:
+  case IORING_OP_WRITEV:
+  case IORING_OP_FSYNC:
+  case IORING_OP_READ_FIXED:
+  case IORING_OP_WRITE_FIXED: return "Linux 5.1";
+  case IORING_OP_FALLOCATE:
+  case IORING_OP_OPENAT:
+  case IORING_OP_CLOSE:
+  case IORING_OP_STATX:
+  case IORING_OP_READ:
+  case IORING_OP_WRITE:
+  case IORING_OP_FADVISE:
   case IORING_OP_MADVISE: return "Linux 5.6";
   case compat::op_msg_ring: return "Linux 5.18";
   case compat::op_uring_cmd: return "Linux 5.19";
-  case compat::op_futex_wait: case compat::op_futex_wake: return "Linux 6.7";
+  case compat::op_futex_wait:
+  case compat::op_futex_wake: return "Linux 6.7";
   case compat::op_ftruncate: return "Linux 6.9";
   default: return "a newer kernel";
   }
@@ -68,7 +78,7 @@ inline const char* opcode_since(std::uint8_t opcode) noexcept {
 class kernel_features {
 public:
   /// The running kernel's features, probed on first use.
-  static const kernel_features& get() {
+  static const kernel_features &get() {
     static const kernel_features probed = probe();
     return probed;
   }
@@ -80,9 +90,7 @@ public:
     return (setup_flags_ & flag) == flag && (pretend_missing_setup_flags().load() & flag) == 0;
   }
   /// IORING_REGISTER_SEND_MSG_RING: MSG_RING without a ring (Linux 6.13).
-  bool has_sync_msg_ring() const noexcept {
-    return sync_msg_ring_ && !pretend_no_sync_msg_ring().load();
-  }
+  bool has_sync_msg_ring() const noexcept { return sync_msg_ring_ && !pretend_no_sync_msg_ring().load(); }
   /// Whether io_uring exists at all (ENOSYS, or disabled by sysctl).
   bool available() const noexcept { return setup_errno_ == 0; }
   int setup_errno() const noexcept { return setup_errno_; }
@@ -94,26 +102,27 @@ public:
     pretend_missing_setup_flags().store(setup_flags);
     pretend_no_sync_msg_ring().store(sync_msg_ring);
     pretend_missing_opcodes().reset();
-    for (auto opcode : opcodes) pretend_missing_opcodes().set(opcode);
+    for (auto opcode : opcodes)
+      pretend_missing_opcodes().set(opcode);
   }
   static void stop_pretending() { pretend_missing(0); }
 #endif
 
 private:
-  static std::atomic<std::uint32_t>& pretend_missing_setup_flags() {
+  static std::atomic<std::uint32_t> &pretend_missing_setup_flags() {
     static std::atomic<std::uint32_t> flags{0};
     return flags;
   }
-  static std::atomic<bool>& pretend_no_sync_msg_ring() {
+  static std::atomic<bool> &pretend_no_sync_msg_ring() {
     static std::atomic<bool> missing{false};
     return missing;
   }
-  static std::bitset<256>& pretend_missing_opcodes() {
+  static std::bitset<256> &pretend_missing_opcodes() {
     static std::bitset<256> opcodes;
     return opcodes;
   }
 
-  static int try_setup(std::uint32_t flags, int& fd) noexcept {
+  static int try_setup(std::uint32_t flags, int &fd) noexcept {
     io_uring_params params;
     std::memset(&params, 0, sizeof(params));
     params.flags = flags;
@@ -133,7 +142,7 @@ private:
     // Opcodes: IORING_REGISTER_PROBE fills one entry per opcode it knows.
     constexpr unsigned entries = 256;
     std::vector<std::byte> buffer(sizeof(io_uring_probe) + entries * sizeof(io_uring_probe_op));
-    auto* probe_result = reinterpret_cast<io_uring_probe*>(buffer.data());
+    auto *probe_result = reinterpret_cast<io_uring_probe *>(buffer.data());
     if (::syscall(__NR_io_uring_register, fd, IORING_REGISTER_PROBE, probe_result, entries) == 0) {
       for (unsigned i = 0; i < probe_result->ops_len && i < entries; ++i)
         if (probe_result->ops[i].flags & IO_URING_OP_SUPPORTED) features.opcodes_.set(i);
@@ -150,7 +159,7 @@ private:
         ::syscall(__NR_io_uring_register, -1, compat::register_send_msg_ring, &message, 1) < 0 &&
         errno == EBADF;
 
-    for (const auto& info : known_setup_flags) {
+    for (const auto &info : known_setup_flags) {
       int trial_fd = -1;
       if (try_setup(info.flag, trial_fd) == 0) {
         features.setup_flags_ |= info.flag;
@@ -166,4 +175,4 @@ private:
   bool sync_msg_ring_ = false;
 };
 
-} // namespace i2o2::detail
+}  // namespace i2o2::detail

@@ -29,7 +29,7 @@ inline constexpr std::uint32_t automatic_setup_flags =
     IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
 
 /// Setup flags a config asks for explicitly.
-inline std::uint32_t requested_setup_flags(const config& cfg) noexcept {
+inline std::uint32_t requested_setup_flags(const config &cfg) noexcept {
   std::uint32_t flags = 0;
   if (cfg.iopoll) flags |= IORING_SETUP_IOPOLL;
   if (cfg.sqpoll) flags |= IORING_SETUP_SQPOLL;
@@ -46,23 +46,24 @@ public:
   /// Creates the ring. Throws `std::system_error` naming the flag and the
   /// kernel that has it when a requested flag is missing (unless
   /// `skip_unsupported`), or with the kernel's errno when setup fails.
-  explicit ring(const config& cfg) {
-    const kernel_features& kernel = kernel_features::get();
+  explicit ring(const config &cfg) {
+    const kernel_features &kernel = kernel_features::get();
     if (!kernel.available())
       throw std::system_error(kernel.setup_errno(), std::system_category(),
                               "i2o2: io_uring is not available on this kernel (needs Linux 5.15+ "
                               "with io_uring enabled)");
 
     std::uint32_t flags = IORING_SETUP_CQSIZE;
-    for (const auto& info : known_setup_flags) {
+    for (const auto &info : known_setup_flags) {
       if ((requested_setup_flags(cfg) & info.flag) == 0) continue;
       if (kernel.has_setup_flag(info.flag)) {
         flags |= info.flag;
       } else if (!cfg.skip_unsupported) {
         throw std::system_error(EINVAL, std::system_category(),
                                 std::string("i2o2: config asks for ") + info.name + ", which needs " +
-                                    info.since + "; this kernel lacks it (set skip_unsupported "
-                                                 "to run without it)");
+                                    info.since +
+                                    "; this kernel lacks it (set skip_unsupported "
+                                    "to run without it)");
       }
     }
     // Created disabled so the scheduler thread can become the single issuer.
@@ -70,9 +71,9 @@ public:
     std::uint32_t automatic = 0;
     if (can_defer_enable) {
       automatic |= IORING_SETUP_R_DISABLED;
-      for (std::uint32_t flag : {std::uint32_t{IORING_SETUP_SUBMIT_ALL},
-                                 std::uint32_t{IORING_SETUP_SINGLE_ISSUER},
-                                 std::uint32_t{IORING_SETUP_DEFER_TASKRUN}})
+      for (std::uint32_t flag :
+           {std::uint32_t{IORING_SETUP_SUBMIT_ALL}, std::uint32_t{IORING_SETUP_SINGLE_ISSUER},
+            std::uint32_t{IORING_SETUP_DEFER_TASKRUN}})
         if (kernel.has_setup_flag(flag)) automatic |= flag;
       // DEFER_TASKRUN needs SINGLE_ISSUER and cannot be combined with SQPOLL.
       if (!(automatic & IORING_SETUP_SINGLE_ISSUER) || (flags & IORING_SETUP_SQPOLL))
@@ -90,8 +91,8 @@ public:
       throw std::system_error(-result, std::system_category(), "i2o2: io_uring_queue_init failed");
   }
 
-  ring(const ring&) = delete;
-  ring& operator=(const ring&) = delete;
+  ring(const ring &) = delete;
+  ring &operator=(const ring &) = delete;
 
   /// The scheduler must have drained every op first: the kernel keeps
   /// using buffers of in-flight ops after the ring is closed.
@@ -103,8 +104,7 @@ public:
     if ((flags_ & IORING_SETUP_R_DISABLED) == 0) return;
     const long result =
         ::syscall(__NR_io_uring_register, ring_.ring_fd, compat::register_enable_rings, nullptr, 0);
-    if (result < 0)
-      throw std::system_error(errno, std::system_category(), "i2o2: enabling the ring failed");
+    if (result < 0) throw std::system_error(errno, std::system_category(), "i2o2: enabling the ring failed");
   }
 
   void register_sparse_tables(unsigned files, unsigned buffers) {
@@ -122,15 +122,30 @@ public:
     }
   }
 
+  /// Puts `fd` (-1: none) into registered-file slot `index`, tagged so the
+  /// kernel posts a CQE with user_data `tag` once the slot's previous file
+  /// is no longer in use (tag 0: no CQE). Returns 1 or -errno.
+  int update_file(unsigned index, int fd, std::uint64_t tag) noexcept {
+    __u64 tags[1] = {tag};
+    return io_uring_register_files_update_tag(&ring_, index, &fd, tags, 1);
+  }
+
+  /// Puts `buffer` (an empty iovec: none) into registered-buffer slot
+  /// `index`, tagged like update_file. Returns 1 or -errno.
+  int update_buffer(unsigned index, iovec buffer, std::uint64_t tag) noexcept {
+    __u64 tags[1] = {tag};
+    return io_uring_register_buffers_update_tag(&ring_, index, &buffer, tags, 1);
+  }
+
   /// A free SQE, or null when the SQ is full.
-  io_uring_sqe* get_sqe() noexcept { return io_uring_get_sqe(&ring_); }
+  io_uring_sqe *get_sqe() noexcept { return io_uring_get_sqe(&ring_); }
 
   /// Copies a prepared image into a free SQE; false when the SQ is full.
-  bool push(const prepared_op& image, std::uint64_t user_data) noexcept {
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  bool push(const prepared_op &image, std::uint64_t user_data) noexcept {
+    io_uring_sqe *sqe = io_uring_get_sqe(&ring_);
     if (sqe == nullptr) return false;
     std::memcpy(sqe, image.bytes, sizeof(io_uring_sqe));
-    if (sqe128()) std::memcpy(reinterpret_cast<std::byte*>(sqe) + 64, image.ext(), 64);
+    if (sqe128()) std::memcpy(reinterpret_cast<std::byte *>(sqe) + 64, image.ext(), 64);
     sqe->user_data = user_data;
     return true;
   }
@@ -153,16 +168,16 @@ public:
 
   /// Like `submit(1)`, but gives up after `timeout` (returns -ETIME).
   int submit_and_wait_timeout(__kernel_timespec timeout) noexcept {
-    io_uring_cqe* cqe = nullptr;
+    io_uring_cqe *cqe = nullptr;
     return io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &timeout, nullptr);
   }
 
   /// Calls `on_cqe(user_data, res)` for every ready CQE; returns how many.
   template <class OnCqe>
-  unsigned reap(OnCqe&& on_cqe) noexcept {
+  unsigned reap(OnCqe &&on_cqe) noexcept {
     unsigned head = 0;
     unsigned seen = 0;
-    io_uring_cqe* cqe = nullptr;
+    io_uring_cqe *cqe = nullptr;
     io_uring_for_each_cqe(&ring_, head, cqe) {
       on_cqe(cqe->user_data, cqe->res);
       ++seen;
@@ -179,15 +194,14 @@ public:
   int fd() const noexcept { return ring_.ring_fd; }
 
 private:
-  int init(const config& cfg, std::uint32_t flags) noexcept {
+  int init(const config &cfg, std::uint32_t flags) noexcept {
     io_uring_params params;
     std::memset(&params, 0, sizeof(params));
     params.flags = flags;
     // Twice the SQ, and never so small that the CQ entries the scheduler
     // keeps for its own ops (wake, cancels) leave no room for user ops.
     params.cq_entries = std::max(cfg.ring_depth * 2, min_cq_entries);
-    if (flags & IORING_SETUP_SQPOLL)
-      params.sq_thread_idle = static_cast<unsigned>(cfg.sqpoll_idle.count());
+    if (flags & IORING_SETUP_SQPOLL) params.sq_thread_idle = static_cast<unsigned>(cfg.sqpoll_idle.count());
     const int result = io_uring_queue_init_params(cfg.ring_depth, &ring_, &params);
     if (result == 0) {
       flags_ = flags;
@@ -213,22 +227,23 @@ public:
     if (result < 0)
       throw std::system_error(-result, std::system_category(), "i2o2: creating the waker ring failed");
   }
-  waker_ring(const waker_ring&) = delete;
-  waker_ring& operator=(const waker_ring&) = delete;
+  waker_ring(const waker_ring &) = delete;
+  waker_ring &operator=(const waker_ring &) = delete;
   ~waker_ring() { io_uring_queue_exit(&ring_); }
 
   /// Posts a CQE with `user_data` and res 0 into ring `target_fd`; waits
   /// for the MSG_RING's own completion so nothing stays in flight here.
   void post(int target_fd, std::uint64_t user_data) noexcept {
     std::lock_guard lock(mutex_);
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    io_uring_sqe *sqe = io_uring_get_sqe(&ring_);
     if (sqe == nullptr) return;  // cannot happen: one op at a time, 2 entries
     io_uring_prep_msg_ring(sqe, target_fd, 0, user_data, 0);
     // Submits whatever is still pending and waits; a signal just repeats it.
     while (io_uring_submit_and_wait(&ring_, 1) == -EINTR) {
     }
-    io_uring_cqe* cqe = nullptr;
-    while (io_uring_peek_cqe(&ring_, &cqe) == 0) io_uring_cqe_seen(&ring_, cqe);
+    io_uring_cqe *cqe = nullptr;
+    while (io_uring_peek_cqe(&ring_, &cqe) == 0)
+      io_uring_cqe_seen(&ring_, cqe);
   }
 
 private:
@@ -236,4 +251,4 @@ private:
   io_uring ring_{};
 };
 
-} // namespace i2o2::detail
+}  // namespace i2o2::detail

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <span>
 
@@ -30,25 +31,37 @@ namespace i2o2::detail {
 
 enum class push_result { accepted, closed, full };
 
-template <class Queue, class Wait>
+template <class Queue, class Wait, class Envelope>
 class shared_state {
 public:
-  shared_state(std::size_t queue_capacity, bool sqe128,
+  shared_state(std::size_t queue_capacity, bool sqe128, std::size_t max_chain_length,
                std::optional<std::chrono::nanoseconds> default_deadline)
-      : queue_(queue_capacity), sqe128_(sqe128), default_deadline_(default_deadline) {}
+      : queue_(queue_capacity), sqe128_(sqe128), max_chain_length_(max_chain_length),
+        default_deadline_(default_deadline) {}
 
-  Queue& queue() noexcept { return queue_; }
-  Wait& wait() noexcept { return wait_; }
+  Queue &queue() noexcept { return queue_; }
+  Wait &wait() noexcept { return wait_; }
   bool sqe128() const noexcept { return sqe128_; }
+  /// The longest chain the ring can take in one submission.
+  std::size_t max_chain_length() const noexcept { return max_chain_length_; }
 
   // ---- producer side (any thread) ---------------------------------------
 
   /// Pushes all of `items` contiguously. With `wait_for_space`, waits while
   /// the queue is full; otherwise returns `full` at once. Items are moved
   /// from only when the result is `accepted`.
-  template <class T>
-  push_result push(std::span<T> items, bool wait_for_space) noexcept {
+  push_result push(std::span<Envelope> items, bool wait_for_space) noexcept {
     if (!enter_gate()) return push_result::closed;
+    if (wait_for_space && serving_thread == this) {
+      // A submit from the scheduler thread itself (a coroutine resumed
+      // there): waiting for room only that thread can make would deadlock,
+      // so what does not fit goes to a private overflow list, in order.
+      if (!overflow_.empty() || !queue_.try_push_many(items))
+        for (auto &item : items)
+          overflow_.push_back(std::move(item));
+      leave_gate();
+      return push_result::accepted;
+    }
     for (;;) {
       if (queue_.try_push_many(items)) {
         // Wake from inside the gate: the scheduler cannot finish (and a wait
@@ -105,11 +118,16 @@ public:
   void drop_handle() noexcept {
     if (handles_.fetch_sub(1, std::memory_order_acq_rel) == 1) close(default_deadline_);
   }
-  std::optional<std::chrono::nanoseconds> default_deadline() const noexcept {
-    return default_deadline_;
-  }
+  std::optional<std::chrono::nanoseconds> default_deadline() const noexcept { return default_deadline_; }
 
   // ---- scheduler side ----------------------------------------------------
+
+  /// The scheduler thread marks itself while it runs (see push()).
+  void mark_scheduler_thread(bool running) noexcept { serving_thread = running ? this : nullptr; }
+
+  /// Envelopes the scheduler thread submitted while the queue was full.
+  /// Scheduler thread only.
+  std::deque<Envelope> &overflow() noexcept { return overflow_; }
 
   /// Announces the scheduler is about to sleep; true if it may (the queue
   /// is still empty after the announcement). On false it stays awake.
@@ -136,9 +154,7 @@ public:
   }
 
   /// Closed, and no producer is between entering and leaving the gate.
-  bool closed_and_quiet() const noexcept {
-    return gate_.load(std::memory_order_acquire) == closed_bit;
-  }
+  bool closed_and_quiet() const noexcept { return gate_.load(std::memory_order_acquire) == closed_bit; }
 
   std::optional<std::chrono::steady_clock::time_point> stop_deadline() const noexcept {
     const auto at = stop_deadline_.load(std::memory_order_relaxed);
@@ -164,15 +180,20 @@ private:
   void wake_scheduler() noexcept {
     // Pairs with the fence in announce_park().
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (parked_.load(std::memory_order_relaxed) != 0 &&
-        parked_.exchange(0, std::memory_order_acq_rel) != 0)
+    if (parked_.load(std::memory_order_relaxed) != 0 && parked_.exchange(0, std::memory_order_acq_rel) != 0)
       wait_.notify();
   }
 
+  // The state whose scheduler runs on this thread, if any.
+  static inline thread_local const shared_state *serving_thread = nullptr;
+
   // Read-mostly after construction.
   Queue queue_;
+  // Scheduler thread only.
+  std::deque<Envelope> overflow_;
   Wait wait_;
   const bool sqe128_;
+  const std::size_t max_chain_length_;
   const std::optional<std::chrono::nanoseconds> default_deadline_;
   // Written by the scheduler on every park, read by every producer.
   alignas(64) std::atomic<std::uint32_t> parked_{0};
@@ -185,4 +206,4 @@ private:
   std::atomic<std::int64_t> stop_deadline_{no_deadline};
 };
 
-} // namespace i2o2::detail
+}  // namespace i2o2::detail

@@ -1,9 +1,12 @@
 #pragma once
 /// The scheduler's table of in-flight ops. An op's user_data is its slot
-/// index; the slot keeps the reply's sender and the guard until the CQE.
-/// Scheduler thread only.
+/// index and the slot's generation; the slot keeps the reply's sender and
+/// the guard until the op's CQE. Scheduler thread only.
 
 #include "../guard.hpp"
+#include "user_data.hpp"
+
+#include <linux/time_types.h>
 
 #include <cassert>
 #include <cstdint>
@@ -18,42 +21,59 @@ class slot_table {
 public:
   explicit slot_table(std::uint32_t size) : slots_(size) {
     free_.reserve(size);
-    for (std::uint32_t id = size; id > 0; --id) free_.push_back(id - 1);
+    for (std::uint32_t id = size; id > 0; --id)
+      free_.push_back(id - 1);
   }
 
   std::uint32_t in_use() const noexcept { return static_cast<std::uint32_t>(slots_.size() - free_.size()); }
 
-  /// Precondition: a slot is free (the scheduler's CQ budget ensures it).
-  std::uint32_t insert(Sender&& sender, stored_guard_t<Guard>&& guard) noexcept {
+  /// Takes a free slot (the scheduler's CQ budget ensures there is one);
+  /// returns the op's user_data.
+  std::uint64_t insert(Sender &&sender, stored_guard_t<Guard> &&guard, std::uint64_t key) noexcept {
     assert(!free_.empty());
     const std::uint32_t id = free_.back();
     free_.pop_back();
-    slot& target = slots_[id];
+    slot &target = slots_[id];
     target.sender.emplace(std::move(sender));
     target.guard.emplace(std::move(guard));
+    target.key = key;
     target.cancel_requested = false;
-    return id;
+    return user_data_of(id);
   }
 
   /// The op's CQE arrived: complete its reply first, then destroy its guard
-  /// (G2), then free the slot. A CQE for a free slot is ignored.
-  void complete(std::uint32_t id, int result) noexcept {
-    if (id >= slots_.size() || !slots_[id].sender) return;
-    slot& done = slots_[id];
-    std::move(*done.sender).complete(result);
-    done.sender.reset();
-    done.guard.reset();
-    free_.push_back(id);
+  /// (G2), then free the slot. A stale or unknown user_data is ignored.
+  void complete(std::uint64_t user_data, int result) noexcept {
+    slot *done = find(user_data);
+    if (done == nullptr) return;
+    std::move(*done->sender).complete(result);
+    done->sender.reset();
+    done->guard.reset();
+    ++done->generation;
+    free_.push_back(index_of(user_data));
   }
 
-  /// Calls `f(id)` for every op in flight not yet asked to cancel, marking
-  /// it asked, until `f` returns false (no room for more cancels).
+  /// The user_data of the op in flight with `key`, if any.
+  std::optional<std::uint64_t> find_key(std::uint64_t key) const noexcept {
+    if (key == 0) return std::nullopt;
+    for (std::uint32_t id = 0; id < slots_.size(); ++id)
+      if (slots_[id].sender && slots_[id].key == key) return user_data_of(id);
+    return std::nullopt;
+  }
+
+  /// Storage for a linked timeout's timespec, alive until the op's CQE.
+  __kernel_timespec &timeout_of(std::uint64_t user_data) noexcept {
+    return slots_[index_of(user_data)].timeout;
+  }
+
+  /// Calls `f(user_data)` for every op in flight not yet asked to cancel,
+  /// marking it asked, until `f` returns false (no room for more cancels).
   template <class F>
-  void request_cancels(F&& f) noexcept {
+  void request_cancels(F &&f) noexcept {
     for (std::uint32_t id = 0; id < slots_.size(); ++id) {
-      slot& target = slots_[id];
+      slot &target = slots_[id];
       if (!target.sender || target.cancel_requested) continue;
-      if (!f(id)) return;
+      if (!f(user_data_of(id))) return;
       target.cancel_requested = true;
     }
   }
@@ -62,10 +82,25 @@ private:
   struct slot {
     std::optional<Sender> sender;
     std::optional<stored_guard_t<Guard>> guard;
+    std::uint64_t key = 0;
+    __kernel_timespec timeout{};
+    std::uint32_t generation = 0;  // bumped on every completion
     bool cancel_requested = false;
   };
+
+  std::uint64_t user_data_of(std::uint32_t id) const noexcept {
+    // Generation in bits 32-62; bit 63 stays clear for internal events.
+    return (static_cast<std::uint64_t>(slots_[id].generation & 0x7fffffffU) << 32) | id;
+  }
+
+  slot *find(std::uint64_t user_data) noexcept {
+    const std::uint32_t id = index_of(user_data);
+    if (id >= slots_.size() || !slots_[id].sender || user_data_of(id) != user_data) return nullptr;
+    return &slots_[id];
+  }
+
   std::vector<slot> slots_;
   std::vector<std::uint32_t> free_;
 };
 
-} // namespace i2o2::detail
+}  // namespace i2o2::detail

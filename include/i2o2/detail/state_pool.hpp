@@ -1,53 +1,121 @@
 #pragma once
-/// A per-thread cache of reply states, so steady-state submits allocate
-/// nothing: a state freed on a thread goes to that thread's cache, and the
-/// next allocation on it takes one from there. Each cache is bounded; a
-/// thread's cache is freed when the thread exits.
+/// A pool of reply states so steady-state submits allocate nothing.
+///
+/// Each thread owns a cache. A state remembers the cache it came from and
+/// goes back there when freed: straight into the owner's list when the
+/// owner frees it, or onto the cache's lock-free return stack when another
+/// thread (the scheduler) lets go last. The owner takes the whole return
+/// stack at once with one exchange, so pushes and the take cannot suffer
+/// ABA. Caches are never freed: a thread that exits leaves its cache for
+/// the next new thread, so a late return always finds its cache alive.
 
+#include <atomic>
 #include <cstddef>
+#include <mutex>
 #include <new>
 #include <vector>
 
 namespace i2o2::detail {
 
-template <class T, std::size_t Capacity = 128>
+template <class T, std::size_t Capacity = 256>
 class state_pool {
 public:
   template <class... Args>
   static T* make(Args&&... args) {
-    auto& free = cache().free;
-    if (!free.empty()) {
-      void* memory = free.back();
-      free.pop_back();
-      return ::new (memory) T(std::forward<Args>(args)...);
+    cache& home = local();
+    if (home.free.empty()) home.take_returned();
+    block* spare = nullptr;
+    if (!home.free.empty()) {
+      spare = home.free.back();
+      home.free.pop_back();
+    } else {
+      spare = new block;
+      spare->home = &home;
     }
-    return ::new (::operator new(sizeof(T), std::align_val_t(alignof(T)))) T(std::forward<Args>(args)...);
+    return ::new (static_cast<void*>(spare->storage)) T(std::forward<Args>(args)...);
   }
 
   static void destroy(T* object) noexcept {
     object->~T();
-    auto& free = cache().free;
-    if (free.size() < Capacity && cache().alive) {
-      free.push_back(object);  // reserved up front: never allocates
-      return;
+    block* freed = block_of(object);
+    cache& mine = local();
+    if (freed->home != &mine) {
+      freed->home->give_back(freed);
+    } else if (mine.free.size() < Capacity) {
+      mine.free.push_back(freed);  // reserved up front: never allocates
+    } else {
+      delete freed;
     }
-    ::operator delete(static_cast<void*>(object), std::align_val_t(alignof(T)));
   }
 
 private:
-  struct thread_cache {
-    thread_cache() { free.reserve(Capacity); }
-    ~thread_cache() {
-      alive = false;
-      for (void* memory : free) ::operator delete(memory, std::align_val_t(alignof(T)));
-      free.clear();
-    }
-    std::vector<void*> free;
-    bool alive = true;
+  struct cache;
+  struct block {
+    block* next = nullptr;  // on a return stack
+    cache* home = nullptr;
+    alignas(T) std::byte storage[sizeof(T)];
   };
-  static thread_cache& cache() noexcept {
-    thread_local thread_cache local;
-    return local;
+
+  struct cache {
+    cache() { free.reserve(Capacity); }
+    // Owner thread only.
+    std::vector<block*> free;
+    // Blocks other threads freed, pushed by them, taken whole by the owner.
+    std::atomic<block*> returned{nullptr};
+
+    void give_back(block* freed) noexcept {
+      freed->next = returned.load(std::memory_order_relaxed);
+      // Release: the owner that takes the stack sees the block's contents.
+      while (!returned.compare_exchange_weak(freed->next, freed, std::memory_order_release,
+                                             std::memory_order_relaxed)) {
+      }
+    }
+    void take_returned() {
+      block* taken = returned.exchange(nullptr, std::memory_order_acquire);
+      while (taken != nullptr) {
+        block* next = taken->next;
+        if (free.size() < Capacity) free.push_back(taken);
+        else delete taken;
+        taken = next;
+      }
+    }
+  };
+
+  static block* block_of(T* object) noexcept {
+    return reinterpret_cast<block*>(reinterpret_cast<std::byte*>(object) - offsetof(block, storage));
+  }
+
+  /// Caches of exited threads, for new threads to adopt.
+  struct orphanage {
+    std::mutex mutex;
+    std::vector<cache*> caches;
+  };
+  static orphanage& orphans() {
+    static orphanage* shared = new orphanage;  // never destroyed: threads may exit after main
+    return *shared;
+  }
+
+  struct thread_binding {
+    cache* bound;
+    thread_binding() {
+      auto& shared = orphans();
+      std::lock_guard lock(shared.mutex);
+      if (shared.caches.empty()) {
+        bound = new cache;
+      } else {
+        bound = shared.caches.back();
+        shared.caches.pop_back();
+      }
+    }
+    ~thread_binding() {
+      auto& shared = orphans();
+      std::lock_guard lock(shared.mutex);
+      shared.caches.push_back(bound);
+    }
+  };
+  static cache& local() {
+    thread_local thread_binding binding;
+    return *binding.bound;
   }
 };
 

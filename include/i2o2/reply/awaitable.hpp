@@ -30,6 +30,9 @@ public:
 
   auto operator co_await() const noexcept { return reply_.resume_on(executor_); }
 
+  std::uint64_t cancel_key() const noexcept { return reply_.cancel_key(); }
+  void set_cancel_key(std::uint64_t key) noexcept { reply_.set_cancel_key(key); }
+
   /// Blocking and polling access, as for the future reply.
   int wait() const noexcept { return reply_.wait(); }
   std::optional<int> try_get() const noexcept { return reply_.try_get(); }
@@ -53,5 +56,5 @@ struct awaitable {
 };
 static_assert(reply_factory<awaitable<>>);
 
-} // namespace reply
-} // namespace i2o2
+}  // namespace reply
+}  // namespace i2o2

@@ -3,6 +3,7 @@
 /// `wait()` on, poll with `try_get()`, bound with `wait_for()`, or
 /// `co_await` from a C++20 coroutine.
 
+#include "../detail/adaptive_spin.hpp"
 #include "../detail/cpu_relax.hpp"
 #include "../detail/futex.hpp"
 #include "../detail/state_pool.hpp"
@@ -24,9 +25,9 @@ namespace detail {
 
 /// Shared by one sender and one receiver; freed by whichever lets go last.
 struct future_state {
-  static constexpr std::uint32_t ready = 1;        // result is published
-  static constexpr std::uint32_t sleeper = 2;      // a thread sleeps on `flags`
-  static constexpr std::uint32_t continuation = 4; // `waiter` must be resumed
+  static constexpr std::uint32_t ready = 1;         // result is published
+  static constexpr std::uint32_t sleeper = 2;       // a thread sleeps on `flags`
+  static constexpr std::uint32_t continuation = 4;  // `waiter` must be resumed
 
   // The futex word. Release on `ready` publishes `result`.
   std::atomic<std::uint32_t> flags{0};
@@ -35,10 +36,10 @@ struct future_state {
   // Resumed on completion when `continuation` is set: inline, or through
   // `resumer(resumer_context)` when the awaiter names an executor.
   std::coroutine_handle<> waiter;
-  void (*resumer)(void* context) noexcept = nullptr;
-  void* resumer_context = nullptr;
+  void (*resumer)(void *context) noexcept = nullptr;
+  void *resumer_context = nullptr;
 
-  static future_state* make() { return state_pool<future_state>::make(); }
+  static future_state *make() { return state_pool<future_state>::make(); }
 
   void release() noexcept {
     // acq_rel: the last owner must see the other's writes before freeing.
@@ -46,37 +47,46 @@ struct future_state {
   }
 
   void resume() noexcept {
-    if (resumer != nullptr) resumer(resumer_context);
-    else waiter.resume();
+    if (resumer != nullptr)
+      resumer(resumer_context);
+    else
+      waiter.resume();
   }
 };
 
 /// Something a coroutine can be resumed on: `executor.execute(handle)` runs
 /// `handle.resume()` now or later, on a thread of the executor's choosing.
 template <class E>
-concept coroutine_executor = std::copy_constructible<E> && requires(E& executor, std::coroutine_handle<> handle) {
+concept coroutine_executor = std::copy_constructible<E> &&
+    requires(E &executor, std::coroutine_handle<> handle) {
   executor.execute(handle);
 };
 
-} // namespace detail
+}  // namespace detail
 
 /// What a future-reply submit returns. Move-only. Any thread may wait on
 /// it; one thread at a time.
 class future_reply {
 public:
   future_reply() noexcept = default;
-  explicit future_reply(detail::future_state* state) noexcept : state_(state) {}
-  future_reply(future_reply&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
-  future_reply& operator=(future_reply&& other) noexcept {
+  explicit future_reply(detail::future_state *state) noexcept : state_(state) {}
+  future_reply(future_reply &&other) noexcept
+      : state_(std::exchange(other.state_, nullptr)), key_(other.key_) {}
+  future_reply &operator=(future_reply &&other) noexcept {
     if (this != &other) {
       reset();
       state_ = std::exchange(other.state_, nullptr);
+      key_ = other.key_;
     }
     return *this;
   }
   /// Dropping a reply early cancels nothing: the op runs to completion and
   /// its guard is released on its CQE as usual (G6).
   ~future_reply() { reset(); }
+
+  /// Names the op for `handle.cancel(reply)`; set by the handle.
+  std::uint64_t cancel_key() const noexcept { return key_; }
+  void set_cancel_key(std::uint64_t key) noexcept { key_ = key; }
 
   /// False for a default-constructed or moved-from reply.
   bool valid() const noexcept { return state_ != nullptr; }
@@ -120,7 +130,7 @@ public:
   /// your own executor, and never block on the scheduler from there.
   auto operator co_await() const noexcept {
     struct awaiter {
-      detail::future_state* state;
+      detail::future_state *state;
       bool await_ready() const noexcept {
         return (state->flags.load(std::memory_order_acquire) & detail::future_state::ready) != 0;
       }
@@ -139,27 +149,28 @@ public:
 
   /// `co_await reply.resume_on(executor)` suspends until the result is in,
   /// then resumes the coroutine through `executor.execute(handle)` instead
-  /// of inline on the scheduler thread.
+  /// of inline on the scheduler thread (also when the result was in
+  /// already, so what follows always runs on the executor).
   template <detail::coroutine_executor Executor>
   auto resume_on(Executor executor) const noexcept {
     struct awaiter {
-      detail::future_state* state;
+      detail::future_state *state;
       Executor executor;
       std::coroutine_handle<> handle;
 
-      bool await_ready() const noexcept {
-        return (state->flags.load(std::memory_order_acquire) & detail::future_state::ready) != 0;
-      }
-      bool await_suspend(std::coroutine_handle<> waiting) noexcept {
+      // Always suspends, even when the result is in: the coroutine then
+      // continues on the executor, never on the thread that awaited.
+      bool await_ready() const noexcept { return false; }
+      void await_suspend(std::coroutine_handle<> waiting) noexcept {
         handle = waiting;
         state->resumer_context = this;  // the awaiter lives in the suspended frame
-        state->resumer = [](void* context) noexcept {
-          auto* self = static_cast<awaiter*>(context);
+        state->resumer = [](void *context) noexcept {
+          auto *self = static_cast<awaiter *>(context);
           self->executor.execute(self->handle);
         };
         const auto before =
             state->flags.fetch_or(detail::future_state::continuation, std::memory_order_acq_rel);
-        return (before & detail::future_state::ready) == 0;
+        if (before & detail::future_state::ready) executor.execute(handle);
       }
       int await_resume() const noexcept { return state->result; }
     };
@@ -167,12 +178,12 @@ public:
   }
 
 private:
-  /// One spin-then-sleep round; true once ready.
-  bool wait_until_ready(const timespec* timeout) const noexcept {
-    for (int spin = 0; spin < 2000; ++spin) {
-      if (is_ready()) return true;
-      detail::cpu_relax();
-    }
+  /// One spin-then-sleep round; true once ready. The spin budget adapts
+  /// per thread: it grows while spinning catches replies (one client, a
+  /// fast op) and shrinks while it does not (many clients sharing few
+  /// cores, where spinners would starve the scheduler thread itself).
+  bool wait_until_ready(const timespec *timeout) const noexcept {
+    if (detail::adaptive_spin::run([this] { return is_ready(); })) return true;
     auto flags = state_->flags.fetch_or(detail::future_state::sleeper, std::memory_order_acq_rel);
     if (flags & detail::future_state::ready) return true;
     detail::futex_wait(state_->flags, flags | detail::future_state::sleeper, timeout);
@@ -183,7 +194,8 @@ private:
     if (state_ != nullptr) std::exchange(state_, nullptr)->release();
   }
 
-  detail::future_state* state_ = nullptr;
+  detail::future_state *state_ = nullptr;
+  std::uint64_t key_ = 0;
 };
 
 namespace reply {
@@ -192,16 +204,16 @@ namespace reply {
 struct future {
   class sender {
   public:
-    explicit sender(detail::future_state* state) noexcept : state_(state) {}
-    sender(sender&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
-    sender& operator=(sender&&) = delete;
+    explicit sender(detail::future_state *state) noexcept : state_(state) {}
+    sender(sender &&other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+    sender &operator=(sender &&) = delete;
     ~sender() {
       if (state_ != nullptr) std::move(*this).complete(result_of(errc::scheduler_closed));
     }
 
     /// Scheduler thread: publishes the result and wakes or resumes the waiter.
-    void complete(int result) && noexcept {
-      detail::future_state* state = std::exchange(state_, nullptr);
+    void complete(int result) &&noexcept {
+      detail::future_state *state = std::exchange(state_, nullptr);
       state->result = result;
       const auto before = state->flags.fetch_or(detail::future_state::ready, std::memory_order_acq_rel);
       if (before & detail::future_state::sleeper) detail::futex_wake(state->flags);
@@ -210,17 +222,17 @@ struct future {
     }
 
   private:
-    detail::future_state* state_;
+    detail::future_state *state_;
   };
 
   using receiver = future_reply;
 
   static std::pair<sender, receiver> make() {
-    auto* state = detail::future_state::make();
+    auto *state = detail::future_state::make();
     return {sender(state), receiver(state)};
   }
 };
 static_assert(reply_factory<future>);
 
-} // namespace reply
-} // namespace i2o2
+}  // namespace reply
+}  // namespace i2o2

@@ -24,14 +24,16 @@
 namespace i2o2 {
 
 template <class W>
-concept wait_strategy =
-    std::default_initializable<W> && requires(W& wait, detail::ring& ring, int result) {
-      { W::can_park } -> std::convertible_to<bool>;
-      { wait.notify() } noexcept;
-      { wait.arm(ring) } -> std::same_as<bool>;
-      { wait.on_wake(result) } noexcept;
-      { wait.armed() } -> std::same_as<bool>;
-      { wait.block() } noexcept;
-    };
+concept wait_strategy = std::default_initializable<W> && requires(W &wait, detail::ring &ring, int result) {
+  { W::can_park } -> std::convertible_to<bool>;
+  { wait.notify() }
+  noexcept;
+  { wait.arm(ring) } -> std::same_as<bool>;
+  { wait.on_wake(result) }
+  noexcept;
+  { wait.armed() } -> std::same_as<bool>;
+  { wait.block() }
+  noexcept;
+};
 
-} // namespace i2o2
+}  // namespace i2o2

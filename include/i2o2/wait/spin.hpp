@@ -10,11 +10,11 @@ namespace i2o2::wait {
 struct spin {
   static constexpr bool can_park = false;
   void notify() noexcept {}
-  bool arm(detail::ring&) noexcept { return false; }
+  bool arm(detail::ring &) noexcept { return false; }
   void on_wake(int) noexcept {}
   bool armed() const noexcept { return false; }
   void block() noexcept {}
 };
 static_assert(wait_strategy<spin>);
 
-} // namespace i2o2::wait
+}  // namespace i2o2::wait
