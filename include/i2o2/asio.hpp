@@ -53,7 +53,7 @@ struct asio_completion {
   // Keeps the executor's context running until the op completes. Decayed:
   // `prefer` returns its argument by reference when the executor has no
   // outstanding-work property (use_future's), which must not dangle here.
-  std::decay_t<decltype(boost::asio::prefer(boost::asio::get_associated_executor(std::declval<Handler &>()),
+  std::decay_t<decltype(boost::asio::prefer(boost::asio::get_associated_executor(std::declval<Handler&>()),
                                             boost::asio::execution::outstanding_work.tracked))>
       work;
   Handler handler;
@@ -64,7 +64,7 @@ struct asio_completion {
 /// Submits `op` and completes `token` with the op's result. Any thread.
 /// Throws `scheduler_closed` after shutdown, like `submit`.
 template <class Handle, operation Op, class CompletionToken>
-auto async_submit(Handle &handle, const Op &op, typename Handle::guard_arg guard, CompletionToken &&token) {
+auto async_submit(Handle& handle, const Op& op, typename Handle::guard_arg guard, CompletionToken&& token) {
   return boost::asio::async_initiate<CompletionToken, void(int)>(
       [&handle, op](auto handler, typename Handle::guard_arg guard) {
         using completion = detail::asio_completion<decltype(handler)>;
@@ -80,7 +80,7 @@ auto async_submit(Handle &handle, const Op &op, typename Handle::guard_arg guard
 
 /// `async_submit` without a guard.
 template <class Handle, operation Op, class CompletionToken>
-auto async_submit(Handle &handle, const Op &op, CompletionToken &&token) {
+auto async_submit(Handle& handle, const Op& op, CompletionToken&& token) {
   return async_submit(handle, op, typename Handle::guard_arg{}, std::forward<CompletionToken>(token));
 }
 

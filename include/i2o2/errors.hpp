@@ -42,7 +42,7 @@ constexpr bool is_i2o2_error(int result) noexcept { return result < -max_kernel_
 
 class error_category_impl final : public std::error_category {
 public:
-  const char *name() const noexcept override { return "i2o2"; }
+  const char* name() const noexcept override { return "i2o2"; }
   std::string message(int value) const override {
     switch (static_cast<errc>(value)) {
     case errc::scheduler_closed: return "the i2o2 scheduler is closed";
@@ -57,7 +57,7 @@ public:
   }
 };
 
-inline const std::error_category &error_category() noexcept {
+inline const std::error_category& error_category() noexcept {
   static const error_category_impl category;
   return category;
 }

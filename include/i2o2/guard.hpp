@@ -18,7 +18,7 @@ namespace i2o2 {
 /// it to the heap).
 template <class G>
 concept guard_type = std::is_void_v<G> ||
-    (std::movable<G> &&std::is_nothrow_move_constructible_v<G> &&std::is_nothrow_destructible_v<G>);
+    (std::movable<G>&& std::is_nothrow_move_constructible_v<G>&& std::is_nothrow_destructible_v<G>);
 
 /// A type-erased guard. Holds any movable value; values of up to 24 bytes
 /// that move without throwing (a `shared_ptr`, a `unique_ptr`, a
@@ -31,23 +31,23 @@ public:
 
   template <class T>
   requires(!std::same_as<std::decay_t<T>, any_guard> && std::movable<std::decay_t<T>>)
-      any_guard(T &&value) {  // NOLINT: implicit so `submit(op, ptr)` reads naturally
+      any_guard(T&& value) {  // NOLINT: implicit so `submit(op, ptr)` reads naturally
     using V = std::decay_t<T>;
     if constexpr (fits_inline<V>) {
-      ::new (static_cast<void *>(storage_)) V(std::forward<T>(value));
+      ::new (static_cast<void*>(storage_)) V(std::forward<T>(value));
       ops_ = &inline_ops<V>;
     } else {
-      *reinterpret_cast<V **>(storage_) = new V(std::forward<T>(value));
+      *reinterpret_cast<V**>(storage_) = new V(std::forward<T>(value));
       ops_ = &heap_ops<V>;
     }
   }
 
-  any_guard(any_guard &&other) noexcept : ops_(other.ops_) {
+  any_guard(any_guard&& other) noexcept : ops_(other.ops_) {
     if (ops_) ops_->move(other.storage_, storage_);
     other.ops_ = nullptr;
   }
 
-  any_guard &operator=(any_guard &&other) noexcept {
+  any_guard& operator=(any_guard&& other) noexcept {
     if (this != &other) {
       reset();
       ops_ = other.ops_;
@@ -62,7 +62,7 @@ public:
   /// Destroys the held value now.
   void reset() noexcept {
     if (ops_) {
-      const operations *ops = std::exchange(ops_, nullptr);
+      const operations* ops = std::exchange(ops_, nullptr);
       ops->destroy(storage_);
     }
   }
@@ -71,8 +71,8 @@ public:
 
 private:
   struct operations {
-    void (*move)(std::byte *from, std::byte *to) noexcept;  // leaves `from` destroyed
-    void (*destroy)(std::byte *storage) noexcept;
+    void (*move)(std::byte* from, std::byte* to) noexcept;  // leaves `from` destroyed
+    void (*destroy)(std::byte* storage) noexcept;
   };
 
   template <class V>
@@ -82,22 +82,22 @@ private:
 
   template <class V>
   static constexpr operations inline_ops{
-      [](std::byte *from, std::byte *to) noexcept {
-        V *source = std::launder(reinterpret_cast<V *>(from));
-        ::new (static_cast<void *>(to)) V(std::move(*source));
+      [](std::byte* from, std::byte* to) noexcept {
+        V* source = std::launder(reinterpret_cast<V*>(from));
+        ::new (static_cast<void*>(to)) V(std::move(*source));
         source->~V();
       },
-      [](std::byte *storage) noexcept { std::launder(reinterpret_cast<V *>(storage))->~V(); }};
+      [](std::byte* storage) noexcept { std::launder(reinterpret_cast<V*>(storage))->~V(); }};
 
   template <class V>
   static constexpr operations heap_ops{
-      [](std::byte *from, std::byte *to) noexcept {
-        *reinterpret_cast<V **>(to) = *reinterpret_cast<V **>(from);
+      [](std::byte* from, std::byte* to) noexcept {
+        *reinterpret_cast<V**>(to) = *reinterpret_cast<V**>(from);
       },
-      [](std::byte *storage) noexcept { delete *reinterpret_cast<V **>(storage); }};
+      [](std::byte* storage) noexcept { delete *reinterpret_cast<V**>(storage); }};
 
   alignas(std::max_align_t) std::byte storage_[inline_size];
-  const operations *ops_ = nullptr;
+  const operations* ops_ = nullptr;
 };
 
 static_assert(guard_type<any_guard>);

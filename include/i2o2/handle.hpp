@@ -46,9 +46,9 @@ public:
   explicit basic_handle(std::shared_ptr<state_type> state) noexcept : state_(std::move(state)) {
     state_->add_handle();
   }
-  basic_handle(const basic_handle &other) noexcept : state_(other.state_) { state_->add_handle(); }
-  basic_handle(basic_handle &&other) noexcept = default;
-  basic_handle &operator=(basic_handle other) noexcept {
+  basic_handle(const basic_handle& other) noexcept : state_(other.state_) { state_->add_handle(); }
+  basic_handle(basic_handle&& other) noexcept = default;
+  basic_handle& operator=(basic_handle other) noexcept {
     std::swap(state_, other.state_);
     return *this;
   }
@@ -66,8 +66,8 @@ public:
   /// Any thread, except the scheduler thread itself (it could wait forever
   /// for room only it can make).
   template <operation Op, class... ReplyArgs>
-  requires reply_factory<Reply, ReplyArgs...> reply_type submit(const Op &op, guard_arg guard = {},
-                                                                ReplyArgs &&...reply_args) {
+  requires reply_factory<Reply, ReplyArgs...> reply_type submit(const Op& op, guard_arg guard = {},
+                                                                ReplyArgs&&... reply_args) {
     auto [sender, receiver] = Reply::make(std::forward<ReplyArgs>(reply_args)...);
     envelope_type envelope{prepare(op), std::move(sender), std::move(guard)};
     if (reject_unrunnable(envelope)) return std::move(receiver);
@@ -81,7 +81,7 @@ public:
   /// caller still owns it and nothing is lost.
   template <operation Op, class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> submit_result<reply_type>
-  try_submit(const Op &op, guard_arg &&guard, ReplyArgs &&...reply_args) {
+  try_submit(const Op& op, guard_arg&& guard, ReplyArgs&&... reply_args) {
     auto [sender, receiver] = Reply::make(std::forward<ReplyArgs>(reply_args)...);
     envelope_type envelope{prepare(op), std::move(sender), guard_arg{}};
     if (reject_unrunnable(envelope)) return std::move(receiver);
@@ -96,7 +96,7 @@ public:
 
   /// `try_submit` without a guard.
   template <operation Op>
-  submit_result<reply_type> try_submit(const Op &op) {
+  submit_result<reply_type> try_submit(const Op& op) {
     guard_arg none{};
     return try_submit(op, std::move(none));
   }
@@ -127,7 +127,7 @@ public:
   /// `submit_chain(op, op, ...)`: a soft-linked chain of the given ops.
   template <operation... Ops>
   requires reply_factory<Reply> &&
-      (sizeof...(Ops) > 0) std::array<reply_type, sizeof...(Ops)> submit_chain(const Ops &...ops) {
+      (sizeof...(Ops) > 0) std::array<reply_type, sizeof...(Ops)> submit_chain(const Ops&... ops) {
     const std::array<prepared_op, sizeof...(Ops)> images{prepare(ops)...};
     auto replies = send_batch(images, {}, link_kind::soft);
     return move_into_array<sizeof...(Ops)>(replies);
@@ -142,10 +142,10 @@ public:
   /// 0 (cancelled), -ENOENT (not in flight: already done, or not yet
   /// sent), -EALREADY (running; it may still complete).
   template <class... ReplyArgs>
-  requires reply_factory<Reply, ReplyArgs...> && requires(const reply_type &reply) {
+  requires reply_factory<Reply, ReplyArgs...> && requires(const reply_type& reply) {
     { reply.cancel_key() } -> std::convertible_to<std::uint64_t>;
   }
-  reply_type cancel(const reply_type &target, ReplyArgs &&...reply_args) {
+  reply_type cancel(const reply_type& target, ReplyArgs&&... reply_args) {
     return control(detail::envelope_kind::cancel, target.cancel_key(), prepared_op{}, guard_arg{},
                    std::forward<ReplyArgs>(reply_args)...);
   }
@@ -160,7 +160,7 @@ public:
   /// (the guard is then released at once).
   template <class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> reply_type register_file(int fd, guard_arg guard = {},
-                                                                       ReplyArgs &&...reply_args) {
+                                                                       ReplyArgs&&... reply_args) {
     prepared_op request;
     request.sqe().fd = fd;
     return control(detail::envelope_kind::register_file, 0, request, std::move(guard),
@@ -171,7 +171,7 @@ public:
   /// `errc::not_registered`. Ops already using the file finish normally.
   template <class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> reply_type unregister_file(unsigned index,
-                                                                         ReplyArgs &&...reply_args) {
+                                                                         ReplyArgs&&... reply_args) {
     return control(detail::envelope_kind::unregister_file, index, prepared_op{}, guard_arg{},
                    std::forward<ReplyArgs>(reply_args)...);
   }
@@ -182,9 +182,9 @@ public:
   /// pinned (counted against RLIMIT_MEMLOCK: past it, -ENOMEM). `guard`
   /// lives until the buffer is unregistered and no op uses it any more.
   template <class... ReplyArgs>
-  requires reply_factory<Reply, ReplyArgs...> reply_type register_buffer(void *base, std::size_t length,
+  requires reply_factory<Reply, ReplyArgs...> reply_type register_buffer(void* base, std::size_t length,
                                                                          guard_arg guard = {},
-                                                                         ReplyArgs &&...reply_args) {
+                                                                         ReplyArgs&&... reply_args) {
     prepared_op request;
     request.sqe().addr = reinterpret_cast<std::uintptr_t>(base);
     request.sqe().off = length;
@@ -196,7 +196,7 @@ public:
   /// `errc::not_registered`.
   template <class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> reply_type unregister_buffer(unsigned index,
-                                                                           ReplyArgs &&...reply_args) {
+                                                                           ReplyArgs&&... reply_args) {
     return control(detail::envelope_kind::unregister_buffer, index, prepared_op{}, guard_arg{},
                    std::forward<ReplyArgs>(reply_args)...);
   }
@@ -207,7 +207,7 @@ public:
 private:
   /// Resolves an op the kernel or ring cannot run without sending it (G3);
   /// the guard is released here, since the kernel never saw the op.
-  bool reject_unrunnable(envelope_type &envelope) noexcept {
+  bool reject_unrunnable(envelope_type& envelope) noexcept {
     int error = 0;
     if (envelope.op.needs_sqe128 && !state_->sqe128())
       error = result_of(errc::needs_sqe128);
@@ -220,22 +220,22 @@ private:
   }
 
   /// Gives the op a key `cancel` can find it by, if the reply can carry it.
-  static void name_for_cancel(envelope_type &envelope, reply_type &receiver) noexcept {
+  static void name_for_cancel(envelope_type& envelope, reply_type& receiver) noexcept {
     if constexpr (requires { receiver.set_cancel_key(std::uint64_t{}); }) {
       envelope.key = detail::next_op_key();
       receiver.set_cancel_key(envelope.key);
     }
   }
 
-  void send_or_throw(envelope_type &envelope) {
+  void send_or_throw(envelope_type& envelope) {
     if (state_->push(std::span<envelope_type>(&envelope, 1), true) == detail::push_result::accepted) return;
     std::move(envelope.sender).complete(result_of(errc::scheduler_closed));
     throw scheduler_closed();
   }
 
   template <class... ReplyArgs>
-  reply_type control(detail::envelope_kind kind, std::uint64_t key, const prepared_op &request,
-                     guard_arg guard, ReplyArgs &&...reply_args) {
+  reply_type control(detail::envelope_kind kind, std::uint64_t key, const prepared_op& request,
+                     guard_arg guard, ReplyArgs&&... reply_args) {
     auto [sender, receiver] = Reply::make(std::forward<ReplyArgs>(reply_args)...);
     envelope_type envelope{request, std::move(sender), std::move(guard), key, 1, kind};
     send_or_throw(envelope);
@@ -274,7 +274,7 @@ private:
     }
     if (link && rejected) {
       // Never send part of a chain: resolve what was kept as cancelled.
-      for (auto &envelope : batch)
+      for (auto& envelope : batch)
         std::move(envelope.sender).complete(-ECANCELED);
       return replies;
     }
@@ -285,12 +285,12 @@ private:
         batch[i].chain_length = 0;
     }
     if (batch.size() > state_->queue().capacity()) {
-      for (auto &envelope : batch)
+      for (auto& envelope : batch)
         std::move(envelope.sender).complete(result_of(errc::batch_too_large));
       throw std::system_error(make_error_code(errc::batch_too_large));
     }
     if (state_->push(std::span<envelope_type>(batch), true) != detail::push_result::accepted) {
-      for (auto &envelope : batch)
+      for (auto& envelope : batch)
         std::move(envelope.sender).complete(result_of(errc::scheduler_closed));
       throw scheduler_closed();
     }
@@ -298,7 +298,7 @@ private:
   }
 
   template <std::size_t N>
-  static std::array<reply_type, N> move_into_array(std::vector<reply_type> &replies) {
+  static std::array<reply_type, N> move_into_array(std::vector<reply_type>& replies) {
     return [&]<std::size_t... I>(std::index_sequence<I...>) {
       return std::array<reply_type, N>{std::move(replies[I])...};
     }

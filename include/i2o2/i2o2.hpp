@@ -8,6 +8,7 @@
 #include "handle.hpp"
 #include "op.hpp"
 #include "ops.hpp"
+#include "owned.hpp"
 #include "queue/mpsc_ring.hpp"
 #include "reply/future.hpp"
 #include "scheduler.hpp"

@@ -29,23 +29,23 @@ struct prepared_op {
   /// A zeroed image (opcode 0 is IORING_OP_NOP).
   prepared_op() noexcept {
     std::memset(bytes, 0, sizeof(bytes));
-    ::new (static_cast<void *>(bytes)) io_uring_sqe;
+    ::new (static_cast<void*>(bytes)) io_uring_sqe;
   }
 
-  io_uring_sqe &sqe() noexcept { return *std::launder(reinterpret_cast<io_uring_sqe *>(bytes)); }
-  const io_uring_sqe &sqe() const noexcept {
-    return *std::launder(reinterpret_cast<const io_uring_sqe *>(bytes));
+  io_uring_sqe& sqe() noexcept { return *std::launder(reinterpret_cast<io_uring_sqe*>(bytes)); }
+  const io_uring_sqe& sqe() const noexcept {
+    return *std::launder(reinterpret_cast<const io_uring_sqe*>(bytes));
   }
-  std::byte *ext() noexcept { return bytes + sizeof(io_uring_sqe); }
-  const std::byte *ext() const noexcept { return bytes + sizeof(io_uring_sqe); }
+  std::byte* ext() noexcept { return bytes + sizeof(io_uring_sqe); }
+  const std::byte* ext() const noexcept { return bytes + sizeof(io_uring_sqe); }
   /// The image of any op, so batches of different ops fit in one container:
   /// `std::vector<prepared_op> batch{op::write{...}, op::fsync{...}}`.
   template <class Op>
-  requires requires(const Op &op, prepared_op &image) {
+  requires requires(const Op& op, prepared_op& image) {
     { op.prepare(image) }
     noexcept;
   }
-  prepared_op(const Op &op) noexcept : prepared_op() {  // NOLINT: implicit on purpose
+  prepared_op(const Op& op) noexcept : prepared_op() {  // NOLINT: implicit on purpose
     op.prepare(*this);
   }
 
@@ -93,14 +93,14 @@ struct op_options {
 ///  1. `op.prepare(image)` fills a zeroed `prepared_op` and is noexcept;
 ///  2. it is copyable, so it can be sent from any thread.
 template <class T>
-concept operation = std::copy_constructible<T> && requires(const T &op, prepared_op &image) {
+concept operation = std::copy_constructible<T> && requires(const T& op, prepared_op& image) {
   { op.prepare(image) }
   noexcept->std::same_as<void>;
 };
 
 /// Builds the SQE image for `op`.
 template <operation Op>
-prepared_op prepare(const Op &op) noexcept {
+prepared_op prepare(const Op& op) noexcept {
   prepared_op image;
   op.prepare(image);
   return image;
@@ -108,20 +108,20 @@ prepared_op prepare(const Op &op) noexcept {
 
 namespace detail {
 
-inline void apply_target(io_uring_sqe &sqe, file_ref file) noexcept {
+inline void apply_target(io_uring_sqe& sqe, file_ref file) noexcept {
   sqe.fd = file.value;
   if (file.registered) sqe.flags |= IOSQE_FIXED_FILE;
 }
 
-inline void apply_options(prepared_op &image, const op_options &options) noexcept {
+inline void apply_options(prepared_op& image, const op_options& options) noexcept {
   image.sqe().ioprio = options.ioprio;
   if (options.will_block) image.sqe().flags |= IOSQE_ASYNC;
   image.timeout_ns = options.timeout.count();
 }
 
 /// The read/write shaped fields shared by most ops.
-inline void fill_rw(prepared_op &image, std::uint8_t opcode, file_ref file, std::uint64_t addr,
-                    std::uint32_t len, std::uint64_t offset, const op_options &options) noexcept {
+inline void fill_rw(prepared_op& image, std::uint8_t opcode, file_ref file, std::uint64_t addr,
+                    std::uint32_t len, std::uint64_t offset, const op_options& options) noexcept {
   image.sqe().opcode = opcode;
   apply_target(image.sqe(), file);
   image.sqe().addr = addr;
@@ -131,7 +131,7 @@ inline void fill_rw(prepared_op &image, std::uint8_t opcode, file_ref file, std:
 }
 
 template <class T>
-std::uint64_t address_of(T *pointer) noexcept {
+std::uint64_t address_of(T* pointer) noexcept {
   return reinterpret_cast<std::uintptr_t>(pointer);
 }
 

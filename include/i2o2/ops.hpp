@@ -29,7 +29,7 @@ inline constexpr std::uint64_t current_position = ~std::uint64_t{0};
 /// Does nothing; resolves with 0. Measures the scheduler itself.
 struct nop {
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     image.sqe().opcode = IORING_OP_NOP;
     image.sqe().fd = -1;
     detail::apply_options(image, options);
@@ -39,12 +39,12 @@ struct nop {
 /// pread(2) into `buf`.
 struct read {
   file_ref file{};
-  void *buf = nullptr;
+  void* buf = nullptr;
   std::uint32_t len = 0;
   std::uint64_t offset = 0;
   int rw_flags = 0;  ///< RWF_* flags, as preadv2(2).
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, IORING_OP_READ, file, detail::address_of(buf), len, offset, options);
     image.sqe().rw_flags = rw_flags;
   }
@@ -53,12 +53,12 @@ struct read {
 /// pwrite(2) from `buf`.
 struct write {
   file_ref file{};
-  const void *buf = nullptr;
+  const void* buf = nullptr;
   std::uint32_t len = 0;
   std::uint64_t offset = 0;
   int rw_flags = 0;  ///< RWF_* flags, as pwritev2(2).
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, IORING_OP_WRITE, file, detail::address_of(buf), len, offset, options);
     image.sqe().rw_flags = rw_flags;
   }
@@ -67,12 +67,12 @@ struct write {
 /// preadv2(2). The iovec array must outlive the op, like the buffers.
 struct readv {
   file_ref file{};
-  const iovec *iov = nullptr;
+  const iovec* iov = nullptr;
   std::uint32_t iov_count = 0;
   std::uint64_t offset = 0;
   int rw_flags = 0;
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, IORING_OP_READV, file, detail::address_of(iov), iov_count, offset, options);
     image.sqe().rw_flags = rw_flags;
   }
@@ -81,12 +81,12 @@ struct readv {
 /// pwritev2(2). The iovec array must outlive the op, like the buffers.
 struct writev {
   file_ref file{};
-  const iovec *iov = nullptr;
+  const iovec* iov = nullptr;
   std::uint32_t iov_count = 0;
   std::uint64_t offset = 0;
   int rw_flags = 0;
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, IORING_OP_WRITEV, file, detail::address_of(iov), iov_count, offset, options);
     image.sqe().rw_flags = rw_flags;
   }
@@ -95,12 +95,12 @@ struct writev {
 /// pread(2) into registered buffer `buf_index`; `buf` must lie inside it.
 struct read_fixed {
   file_ref file{};
-  void *buf = nullptr;
+  void* buf = nullptr;
   std::uint32_t len = 0;
   std::uint64_t offset = 0;
   std::uint16_t buf_index = 0;
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, IORING_OP_READ_FIXED, file, detail::address_of(buf), len, offset, options);
     image.sqe().buf_index = buf_index;
   }
@@ -109,12 +109,12 @@ struct read_fixed {
 /// pwrite(2) from registered buffer `buf_index`; `buf` must lie inside it.
 struct write_fixed {
   file_ref file{};
-  const void *buf = nullptr;
+  const void* buf = nullptr;
   std::uint32_t len = 0;
   std::uint64_t offset = 0;
   std::uint16_t buf_index = 0;
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, IORING_OP_WRITE_FIXED, file, detail::address_of(buf), len, offset, options);
     image.sqe().buf_index = buf_index;
   }
@@ -125,7 +125,7 @@ struct fsync {
   file_ref file{};
   bool data_only = false;
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, IORING_OP_FSYNC, file, 0, 0, 0, options);
     image.sqe().fsync_flags = data_only ? IORING_FSYNC_DATASYNC : 0U;
   }
@@ -138,7 +138,7 @@ struct fallocate {
   std::uint64_t offset = 0;
   std::uint64_t len = 0;
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     // The kernel keeps the length in `addr` and the mode in `len`.
     detail::fill_rw(image, IORING_OP_FALLOCATE, file, len, static_cast<std::uint32_t>(mode), offset, options);
   }
@@ -149,7 +149,7 @@ struct ftruncate {
   file_ref file{};
   std::uint64_t length = 0;
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, compat::op_ftruncate, file, 0, 0, length, options);
   }
 };
@@ -161,7 +161,7 @@ struct fadvise {
   std::uint32_t len = 0;
   int advice = 0;
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, IORING_OP_FADVISE, file, 0, len, offset, options);
     image.sqe().fadvise_advice = static_cast<std::uint32_t>(advice);
   }
@@ -169,11 +169,11 @@ struct fadvise {
 
 /// madvise(2) on `[addr, addr + len)`: `advice` as MADV_*.
 struct madvise {
-  void *addr = nullptr;
+  void* addr = nullptr;
   std::uint32_t len = 0;
   int advice = 0;
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, IORING_OP_MADVISE, file_ref(-1), detail::address_of(addr), len, 0, options);
     image.sqe().fadvise_advice = static_cast<std::uint32_t>(advice);
   }
@@ -183,12 +183,12 @@ struct madvise {
 /// opened straight into that registered-file slot and resolves with 0.
 struct openat {
   int dir_fd = AT_FDCWD;
-  const char *path = nullptr;
+  const char* path = nullptr;
   int flags = 0;
   mode_t mode = 0;
   std::optional<unsigned> fixed_slot{};
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, IORING_OP_OPENAT, file_ref(dir_fd), detail::address_of(path), mode, 0, options);
     image.sqe().open_flags = static_cast<std::uint32_t>(flags);
     if (fixed_slot) image.sqe().file_index = *fixed_slot + 1;
@@ -199,7 +199,7 @@ struct openat {
 struct close {
   file_ref file{};
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     image.sqe().opcode = IORING_OP_CLOSE;
     // The kernel names a registered file to close by slot + 1, not by flag.
     if (file.registered) {
@@ -215,12 +215,12 @@ struct close {
 /// statx(2) of `path` relative to `dir_fd` into `result`.
 struct statx {
   int dir_fd = AT_FDCWD;
-  const char *path = nullptr;
+  const char* path = nullptr;
   int flags = 0;
   unsigned mask = 0;
-  struct ::statx *result = nullptr;
+  struct ::statx* result = nullptr;
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, IORING_OP_STATX, file_ref(dir_fd), detail::address_of(path), mask,
                     detail::address_of(result), options);
     image.sqe().statx_flags = static_cast<std::uint32_t>(flags);
@@ -235,13 +235,13 @@ struct uring_cmd {
   std::uint32_t cmd_op = 0;
   std::array<std::byte, compat::uring_cmd_bytes> command{};
   op_options options{};
-  void prepare(prepared_op &image) const noexcept {
+  void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, compat::op_uring_cmd, file, 0, 0, 0, options);
     image.sqe().cmd_op = cmd_op;
     image.needs_sqe128 = true;
     // The payload starts at byte 48 of the SQE and runs into the second half.
     constexpr std::size_t in_first_half = sizeof(io_uring_sqe) - 48;
-    std::memcpy(reinterpret_cast<std::byte *>(&image.sqe()) + 48, command.data(), in_first_half);
+    std::memcpy(reinterpret_cast<std::byte*>(&image.sqe()) + 48, command.data(), in_first_half);
     std::memcpy(image.ext(), command.data() + in_first_half, command.size() - in_first_half);
   }
 };
@@ -249,7 +249,7 @@ struct uring_cmd {
 /// Any SQE the caller fills by hand (user_data is overwritten).
 struct raw {
   prepared_op image = prepared_op::with_opcode(IORING_OP_NOP);
-  void prepare(prepared_op &out) const noexcept { out = image; }
+  void prepare(prepared_op& out) const noexcept { out = image; }
 };
 
 }  // namespace i2o2::op

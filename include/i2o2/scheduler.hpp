@@ -31,8 +31,8 @@ namespace i2o2 {
 
 namespace detail {
 /// Checks a config before any kernel call; throws std::invalid_argument.
-inline void validate(const config &cfg) {
-  const auto fail = [](const std::string &what) { throw std::invalid_argument("i2o2 config: " + what); };
+inline void validate(const config& cfg) {
+  const auto fail = [](const std::string& what) { throw std::invalid_argument("i2o2 config: " + what); };
   if (cfg.ring_depth == 0) fail("ring_depth must be at least 1");
   if ((cfg.ring_depth & (cfg.ring_depth - 1)) != 0)
     fail("ring_depth must be a power of two, got " + std::to_string(cfg.ring_depth));
@@ -64,15 +64,15 @@ public:
         slots_(ring_.cq_entries() - internal_reserve), files_(config_.registered_files),
         buffers_(config_.registered_buffers) {}
 
-  basic_scheduler(const basic_scheduler &) = delete;
-  basic_scheduler &operator=(const basic_scheduler &) = delete;
+  basic_scheduler(const basic_scheduler&) = delete;
+  basic_scheduler& operator=(const basic_scheduler&) = delete;
 
   /// If `run` never ran, ops already queued resolve with scheduler_closed.
   ~basic_scheduler() {
     state_->close(std::nullopt);
     while (!state_->closed_and_quiet())
       detail::cpu_relax();
-    state_->queue().pop_batch(state_->queue().capacity(), [](envelope_type &envelope) noexcept {
+    state_->queue().pop_batch(state_->queue().capacity(), [](envelope_type& envelope) noexcept {
       std::move(envelope.sender).complete(result_of(errc::scheduler_closed));
       return true;
     });
@@ -85,7 +85,7 @@ public:
   /// accepted op has completed. Call once. `on_started(error)` is called
   /// when the ring is ready (null) or failed to start (then run throws).
   template <class OnStarted>
-  void run(OnStarted &&on_started) {
+  void run(OnStarted&& on_started) {
     try {
       ring_.enable();
       ring_.register_sparse_tables(config_.registered_files, config_.registered_buffers);
@@ -110,7 +110,7 @@ public:
   void request_stop(std::optional<std::chrono::nanoseconds> deadline) noexcept { state_->close(deadline); }
   void request_stop() noexcept { state_->close(deadline_of(config_)); }
 
-  const config &settings() const noexcept { return config_; }
+  const config& settings() const noexcept { return config_; }
   /// The IORING_SETUP_* flags the ring was created with.
   std::uint32_t ring_flags() const noexcept { return ring_.flags(); }
 
@@ -123,7 +123,7 @@ private:
   /// CQ entries kept back for internal ops (the armed wake, cancels).
   static constexpr unsigned internal_reserve = 2;
 
-  static std::optional<std::chrono::nanoseconds> deadline_of(const config &cfg) {
+  static std::optional<std::chrono::nanoseconds> deadline_of(const config& cfg) {
     if (!cfg.shutdown_deadline) return std::nullopt;
     return std::chrono::nanoseconds(*cfg.shutdown_deadline);
   }
@@ -156,7 +156,7 @@ private:
   /// take their completions; a chain goes in whole or waits at the front.
   void pull() noexcept {
     unsigned budget = std::min(ring_.sq_space_left(), cq_room());
-    const auto consume = [&](envelope_type &envelope) noexcept {
+    const auto consume = [&](envelope_type& envelope) noexcept {
       if (envelope.kind != detail::envelope_kind::op) return control(envelope, budget);
       if (envelope.chain_length == 0) {  // a chain member: budgeted with its head
         --chain_members_missing_;
@@ -175,7 +175,7 @@ private:
     if (pulled != 0) state_->signal_space();
     // Then what the scheduler thread itself submitted past a full queue;
     // never between a chain's head and its members still being published.
-    auto &overflow = state_->overflow();
+    auto& overflow = state_->overflow();
     if (chain_members_missing_ == 0)
       while (!overflow.empty() && consume(overflow.front()))
         overflow.pop_front();
@@ -186,16 +186,16 @@ private:
   bool nothing_queued() noexcept { return state_->queue().empty() && state_->overflow().empty(); }
 
   /// One op into the ring; with `timed`, a LINK_TIMEOUT right behind it.
-  void place(envelope_type &envelope, bool timed) noexcept {
+  void place(envelope_type& envelope, bool timed) noexcept {
     const std::uint64_t user_data =
         slots_.insert(std::move(envelope.sender), std::move(envelope.guard), envelope.key);
     if (timed) envelope.op.sqe().flags |= IOSQE_IO_LINK;
     ring_.push(envelope.op, user_data);  // cannot fail: the budget counted free SQEs
     if (!timed) return;
-    __kernel_timespec &timeout = slots_.timeout_of(user_data);
+    __kernel_timespec& timeout = slots_.timeout_of(user_data);
     timeout.tv_sec = envelope.op.timeout_ns / 1'000'000'000;
     timeout.tv_nsec = envelope.op.timeout_ns % 1'000'000'000;
-    io_uring_sqe *sqe = ring_.get_sqe();
+    io_uring_sqe* sqe = ring_.get_sqe();
     if (sqe == nullptr) [[unlikely]]
       std::abort();  // the budget counted this SQE: a broken invariant, not a runtime condition
     std::memset(sqe, 0, sizeof(*sqe));
@@ -210,7 +210,7 @@ private:
   /// A control request. Registration runs here on the scheduler thread,
   /// which SINGLE_ISSUER rings need; a cancel becomes an ASYNC_CANCEL op.
   /// Returns false to leave it queued (no room for a cancel yet).
-  bool control(envelope_type &envelope, unsigned &budget) noexcept {
+  bool control(envelope_type& envelope, unsigned& budget) noexcept {
     using kind = detail::envelope_kind;
     switch (envelope.kind) {
     case kind::cancel: {
@@ -240,7 +240,7 @@ private:
       register_resource(
           buffers_, envelope,
           [&](std::uint32_t index, std::uint64_t tag) {
-            const iovec buffer{reinterpret_cast<void *>(envelope.op.sqe().addr),
+            const iovec buffer{reinterpret_cast<void*>(envelope.op.sqe().addr),
                                static_cast<std::size_t>(envelope.op.sqe().off)};
             return ring_.update_buffer(index, buffer, tag);
           },
@@ -258,7 +258,7 @@ private:
   }
 
   template <class Update>
-  void register_resource(resources_type &table, envelope_type &envelope, Update &&update,
+  void register_resource(resources_type& table, envelope_type& envelope, Update&& update,
                          detail::internal_kind tag_kind) noexcept {
     const auto index = table.acquire();
     if (!index) {
@@ -395,7 +395,7 @@ private:
 
   bool push_cancel(std::uint64_t target) noexcept {
     if (cq_room() == 0) return false;
-    io_uring_sqe *sqe = ring_.get_sqe();
+    io_uring_sqe* sqe = ring_.get_sqe();
     if (sqe == nullptr) return false;
     std::memset(sqe, 0, sizeof(*sqe));
     sqe->opcode = IORING_OP_ASYNC_CANCEL;

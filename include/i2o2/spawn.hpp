@@ -28,7 +28,7 @@ public:
     auto ready = started.get_future();
     // The thread gets the scheduler, never `this`: the owner may be moved.
     thread_ = std::thread([scheduler = scheduler_.get(), started = std::move(started)]() mutable {
-      const config &settings = scheduler->settings();
+      const config& settings = scheduler->settings();
       ::pthread_setname_np(::pthread_self(), settings.thread_name.c_str());
       if (settings.cpu_affinity) {
         cpu_set_t cpus;
@@ -61,8 +61,8 @@ public:
     }
   }
 
-  scheduler_thread(scheduler_thread &&) noexcept = default;
-  scheduler_thread &operator=(scheduler_thread &&) = delete;
+  scheduler_thread(scheduler_thread&&) noexcept = default;
+  scheduler_thread& operator=(scheduler_thread&&) = delete;
   ~scheduler_thread() {
     if (thread_.joinable()) {
       scheduler_->request_stop();
@@ -88,11 +88,11 @@ public:
     if (thread_.joinable()) thread_.join();
   }
 
-  Scheduler &scheduler() noexcept { return *scheduler_; }
+  Scheduler& scheduler() noexcept { return *scheduler_; }
 
 private:
   std::optional<std::chrono::nanoseconds> deadline_of_config() const {
-    const auto &deadline = scheduler_->settings().shutdown_deadline;
+    const auto& deadline = scheduler_->settings().shutdown_deadline;
     if (!deadline) return std::nullopt;
     return std::chrono::nanoseconds(*deadline);
   }

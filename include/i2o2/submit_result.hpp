@@ -23,16 +23,16 @@ public:
   std::error_code error() const noexcept { return error_; }
 
   /// The reply; throws `std::system_error` with `error()` if there is none.
-  Reply &value() & {
+  Reply& value() & {
     if (!reply_) throw std::system_error(error_);
     return *reply_;
   }
-  Reply &&value() && {
+  Reply&& value() && {
     if (!reply_) throw std::system_error(error_);
     return std::move(*reply_);
   }
-  Reply &operator*() &noexcept { return *reply_; }
-  Reply *operator->() noexcept { return &*reply_; }
+  Reply& operator*() & noexcept { return *reply_; }
+  Reply* operator->() noexcept { return &*reply_; }
 
 private:
   std::optional<Reply> reply_;

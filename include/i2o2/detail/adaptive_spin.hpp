@@ -16,7 +16,7 @@ struct adaptive_spin {
 
   /// Spins until `done()` or the budget runs out; true if `done()`.
   template <class Done>
-  static bool run(Done &&done) noexcept {
+  static bool run(Done&& done) noexcept {
     thread_local unsigned budget = 256;
     thread_local unsigned waits = 0;
     const unsigned limit = (++waits % 32 == 0) ? max_spins : budget;

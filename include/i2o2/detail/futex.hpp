@@ -18,14 +18,14 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
 
 /// Sleeps while `word == expected`; returns on a wake, a signal, a
 /// mismatch or after `timeout` (null: no timeout). Callers re-check.
-inline void futex_wait(std::atomic<std::uint32_t> &word, std::uint32_t expected,
-                       const timespec *timeout = nullptr) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&word), FUTEX_WAIT_PRIVATE, expected, timeout,
+inline void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
+                       const timespec* timeout = nullptr) noexcept {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected, timeout,
             nullptr, 0);
 }
 
-inline void futex_wake(std::atomic<std::uint32_t> &word, int count = INT_MAX) noexcept {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t *>(&word), FUTEX_WAKE_PRIVATE, count, nullptr, nullptr,
+inline void futex_wake(std::atomic<std::uint32_t>& word, int count = INT_MAX) noexcept {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, count, nullptr, nullptr,
             0);
 }
 

@@ -25,8 +25,8 @@ namespace i2o2::detail {
 /// A setup flag, its name and the first kernel that has it.
 struct setup_flag_info {
   std::uint32_t flag;
-  const char *name;
-  const char *since;
+  const char* name;
+  const char* since;
 };
 
 inline constexpr std::array<setup_flag_info, 10> known_setup_flags{{
@@ -42,15 +42,15 @@ inline constexpr std::array<setup_flag_info, 10> known_setup_flags{{
     {IORING_SETUP_DEFER_TASKRUN, "IORING_SETUP_DEFER_TASKRUN", "Linux 6.1"},
 }};
 
-inline const setup_flag_info &describe_setup_flag(std::uint32_t flag) noexcept {
-  for (const auto &info : known_setup_flags)
+inline const setup_flag_info& describe_setup_flag(std::uint32_t flag) noexcept {
+  for (const auto& info : known_setup_flags)
     if (info.flag == flag) return info;
   static constexpr setup_flag_info unknown{0, "an unknown IORING_SETUP flag", "an unknown kernel"};
   return unknown;
 }
 
 /// The first kernel with each opcode i2o2 exposes, for error messages.
-inline const char *opcode_since(std::uint8_t opcode) noexcept {
+inline const char* opcode_since(std::uint8_t opcode) noexcept {
   switch (opcode) {
   case IORING_OP_NOP:
   case IORING_OP_READV:
@@ -78,7 +78,7 @@ inline const char *opcode_since(std::uint8_t opcode) noexcept {
 class kernel_features {
 public:
   /// The running kernel's features, probed on first use.
-  static const kernel_features &get() {
+  static const kernel_features& get() {
     static const kernel_features probed = probe();
     return probed;
   }
@@ -109,20 +109,20 @@ public:
 #endif
 
 private:
-  static std::atomic<std::uint32_t> &pretend_missing_setup_flags() {
+  static std::atomic<std::uint32_t>& pretend_missing_setup_flags() {
     static std::atomic<std::uint32_t> flags{0};
     return flags;
   }
-  static std::atomic<bool> &pretend_no_sync_msg_ring() {
+  static std::atomic<bool>& pretend_no_sync_msg_ring() {
     static std::atomic<bool> missing{false};
     return missing;
   }
-  static std::bitset<256> &pretend_missing_opcodes() {
+  static std::bitset<256>& pretend_missing_opcodes() {
     static std::bitset<256> opcodes;
     return opcodes;
   }
 
-  static int try_setup(std::uint32_t flags, int &fd) noexcept {
+  static int try_setup(std::uint32_t flags, int& fd) noexcept {
     io_uring_params params;
     std::memset(&params, 0, sizeof(params));
     params.flags = flags;
@@ -142,7 +142,7 @@ private:
     // Opcodes: IORING_REGISTER_PROBE fills one entry per opcode it knows.
     constexpr unsigned entries = 256;
     std::vector<std::byte> buffer(sizeof(io_uring_probe) + entries * sizeof(io_uring_probe_op));
-    auto *probe_result = reinterpret_cast<io_uring_probe *>(buffer.data());
+    auto* probe_result = reinterpret_cast<io_uring_probe*>(buffer.data());
     if (::syscall(__NR_io_uring_register, fd, IORING_REGISTER_PROBE, probe_result, entries) == 0) {
       for (unsigned i = 0; i < probe_result->ops_len && i < entries; ++i)
         if (probe_result->ops[i].flags & IO_URING_OP_SUPPORTED) features.opcodes_.set(i);
@@ -159,7 +159,7 @@ private:
         ::syscall(__NR_io_uring_register, -1, compat::register_send_msg_ring, &message, 1) < 0 &&
         errno == EBADF;
 
-    for (const auto &info : known_setup_flags) {
+    for (const auto& info : known_setup_flags) {
       int trial_fd = -1;
       if (try_setup(info.flag, trial_fd) == 0) {
         features.setup_flags_ |= info.flag;

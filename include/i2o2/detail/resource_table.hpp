@@ -30,7 +30,7 @@ public:
     return index;
   }
   /// The kernel accepted the registration into `index`.
-  void commit(std::uint32_t index, stored_guard_t<Guard> &&guard) noexcept {
+  void commit(std::uint32_t index, stored_guard_t<Guard>&& guard) noexcept {
     entries_[index].guard.emplace(std::move(guard));
     entries_[index].state = slot_state::registered;
     ++live_;
@@ -58,7 +58,7 @@ public:
 
   /// Calls `f(index)` for every registered slot (for shutdown).
   template <class F>
-  void for_each_registered(F &&f) {
+  void for_each_registered(F&& f) {
     for (std::uint32_t index = 0; index < entries_.size(); ++index)
       if (entries_[index].state == slot_state::registered) f(index);
   }

@@ -8,6 +8,7 @@
 
 #include "../config.hpp"
 #include "../op.hpp"
+#include "fault_injection.hpp"
 #include "kernel_features.hpp"
 
 #include <liburing.h>
@@ -29,7 +30,7 @@ inline constexpr std::uint32_t automatic_setup_flags =
     IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
 
 /// Setup flags a config asks for explicitly.
-inline std::uint32_t requested_setup_flags(const config &cfg) noexcept {
+inline std::uint32_t requested_setup_flags(const config& cfg) noexcept {
   std::uint32_t flags = 0;
   if (cfg.iopoll) flags |= IORING_SETUP_IOPOLL;
   if (cfg.sqpoll) flags |= IORING_SETUP_SQPOLL;
@@ -46,15 +47,15 @@ public:
   /// Creates the ring. Throws `std::system_error` naming the flag and the
   /// kernel that has it when a requested flag is missing (unless
   /// `skip_unsupported`), or with the kernel's errno when setup fails.
-  explicit ring(const config &cfg) {
-    const kernel_features &kernel = kernel_features::get();
+  explicit ring(const config& cfg) {
+    const kernel_features& kernel = kernel_features::get();
     if (!kernel.available())
       throw std::system_error(kernel.setup_errno(), std::system_category(),
                               "i2o2: io_uring is not available on this kernel (needs Linux 5.15+ "
                               "with io_uring enabled)");
 
     std::uint32_t flags = IORING_SETUP_CQSIZE;
-    for (const auto &info : known_setup_flags) {
+    for (const auto& info : known_setup_flags) {
       if ((requested_setup_flags(cfg) & info.flag) == 0) continue;
       if (kernel.has_setup_flag(info.flag)) {
         flags |= info.flag;
@@ -91,8 +92,8 @@ public:
       throw std::system_error(-result, std::system_category(), "i2o2: io_uring_queue_init failed");
   }
 
-  ring(const ring &) = delete;
-  ring &operator=(const ring &) = delete;
+  ring(const ring&) = delete;
+  ring& operator=(const ring&) = delete;
 
   /// The scheduler must have drained every op first: the kernel keeps
   /// using buffers of in-flight ops after the ring is closed.
@@ -138,14 +139,14 @@ public:
   }
 
   /// A free SQE, or null when the SQ is full.
-  io_uring_sqe *get_sqe() noexcept { return io_uring_get_sqe(&ring_); }
+  io_uring_sqe* get_sqe() noexcept { return io_uring_get_sqe(&ring_); }
 
   /// Copies a prepared image into a free SQE; false when the SQ is full.
-  bool push(const prepared_op &image, std::uint64_t user_data) noexcept {
-    io_uring_sqe *sqe = io_uring_get_sqe(&ring_);
+  bool push(const prepared_op& image, std::uint64_t user_data) noexcept {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (sqe == nullptr) return false;
     std::memcpy(sqe, image.bytes, sizeof(io_uring_sqe));
-    if (sqe128()) std::memcpy(reinterpret_cast<std::byte *>(sqe) + 64, image.ext(), 64);
+    if (sqe128()) std::memcpy(reinterpret_cast<std::byte*>(sqe) + 64, image.ext(), 64);
     sqe->user_data = user_data;
     return true;
   }
@@ -158,26 +159,31 @@ public:
   /// SQEs consumed, or -errno. -EINTR, -EAGAIN and -EBUSY are transient:
   /// the caller reaps and tries again; SQEs not consumed stay queued.
   int submit(unsigned wait_for) noexcept {
+    if (const int error = injected_enter_error()) return -error;
     if (wait_for == 0) return io_uring_submit(&ring_);
     return io_uring_submit_and_wait(&ring_, wait_for);
   }
 
   /// Submits and collects completions without waiting. Always enters the
   /// kernel, which DEFER_TASKRUN rings need before completions show up.
-  int submit_and_get_events() noexcept { return io_uring_submit_and_get_events(&ring_); }
+  int submit_and_get_events() noexcept {
+    if (const int error = injected_enter_error()) return -error;
+    return io_uring_submit_and_get_events(&ring_);
+  }
 
   /// Like `submit(1)`, but gives up after `timeout` (returns -ETIME).
   int submit_and_wait_timeout(__kernel_timespec timeout) noexcept {
-    io_uring_cqe *cqe = nullptr;
+    if (const int error = injected_enter_error()) return -error;
+    io_uring_cqe* cqe = nullptr;
     return io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &timeout, nullptr);
   }
 
   /// Calls `on_cqe(user_data, res)` for every ready CQE; returns how many.
   template <class OnCqe>
-  unsigned reap(OnCqe &&on_cqe) noexcept {
+  unsigned reap(OnCqe&& on_cqe) noexcept {
     unsigned head = 0;
     unsigned seen = 0;
-    io_uring_cqe *cqe = nullptr;
+    io_uring_cqe* cqe = nullptr;
     io_uring_for_each_cqe(&ring_, head, cqe) {
       on_cqe(cqe->user_data, cqe->res);
       ++seen;
@@ -194,7 +200,8 @@ public:
   int fd() const noexcept { return ring_.ring_fd; }
 
 private:
-  int init(const config &cfg, std::uint32_t flags) noexcept {
+  int init(const config& cfg, std::uint32_t flags) noexcept {
+    if (const int error = injected_setup_error()) return -error;
     io_uring_params params;
     std::memset(&params, 0, sizeof(params));
     params.flags = flags;
@@ -227,21 +234,21 @@ public:
     if (result < 0)
       throw std::system_error(-result, std::system_category(), "i2o2: creating the waker ring failed");
   }
-  waker_ring(const waker_ring &) = delete;
-  waker_ring &operator=(const waker_ring &) = delete;
+  waker_ring(const waker_ring&) = delete;
+  waker_ring& operator=(const waker_ring&) = delete;
   ~waker_ring() { io_uring_queue_exit(&ring_); }
 
   /// Posts a CQE with `user_data` and res 0 into ring `target_fd`; waits
   /// for the MSG_RING's own completion so nothing stays in flight here.
   void post(int target_fd, std::uint64_t user_data) noexcept {
     std::lock_guard lock(mutex_);
-    io_uring_sqe *sqe = io_uring_get_sqe(&ring_);
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
     if (sqe == nullptr) return;  // cannot happen: one op at a time, 2 entries
     io_uring_prep_msg_ring(sqe, target_fd, 0, user_data, 0);
     // Submits whatever is still pending and waits; a signal just repeats it.
     while (io_uring_submit_and_wait(&ring_, 1) == -EINTR) {
     }
-    io_uring_cqe *cqe = nullptr;
+    io_uring_cqe* cqe = nullptr;
     while (io_uring_peek_cqe(&ring_, &cqe) == 0)
       io_uring_cqe_seen(&ring_, cqe);
   }

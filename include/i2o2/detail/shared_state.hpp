@@ -39,8 +39,8 @@ public:
       : queue_(queue_capacity), sqe128_(sqe128), max_chain_length_(max_chain_length),
         default_deadline_(default_deadline) {}
 
-  Queue &queue() noexcept { return queue_; }
-  Wait &wait() noexcept { return wait_; }
+  Queue& queue() noexcept { return queue_; }
+  Wait& wait() noexcept { return wait_; }
   bool sqe128() const noexcept { return sqe128_; }
   /// The longest chain the ring can take in one submission.
   std::size_t max_chain_length() const noexcept { return max_chain_length_; }
@@ -57,7 +57,7 @@ public:
       // there): waiting for room only that thread can make would deadlock,
       // so what does not fit goes to a private overflow list, in order.
       if (!overflow_.empty() || !queue_.try_push_many(items))
-        for (auto &item : items)
+        for (auto& item : items)
           overflow_.push_back(std::move(item));
       leave_gate();
       return push_result::accepted;
@@ -127,7 +127,7 @@ public:
 
   /// Envelopes the scheduler thread submitted while the queue was full.
   /// Scheduler thread only.
-  std::deque<Envelope> &overflow() noexcept { return overflow_; }
+  std::deque<Envelope>& overflow() noexcept { return overflow_; }
 
   /// Announces the scheduler is about to sleep; true if it may (the queue
   /// is still empty after the announcement). On false it stays awake.
@@ -185,7 +185,7 @@ private:
   }
 
   // The state whose scheduler runs on this thread, if any.
-  static inline thread_local const shared_state *serving_thread = nullptr;
+  static inline thread_local const shared_state* serving_thread = nullptr;
 
   // Read-mostly after construction.
   Queue queue_;

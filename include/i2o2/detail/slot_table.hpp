@@ -29,11 +29,11 @@ public:
 
   /// Takes a free slot (the scheduler's CQ budget ensures there is one);
   /// returns the op's user_data.
-  std::uint64_t insert(Sender &&sender, stored_guard_t<Guard> &&guard, std::uint64_t key) noexcept {
+  std::uint64_t insert(Sender&& sender, stored_guard_t<Guard>&& guard, std::uint64_t key) noexcept {
     assert(!free_.empty());
     const std::uint32_t id = free_.back();
     free_.pop_back();
-    slot &target = slots_[id];
+    slot& target = slots_[id];
     target.sender.emplace(std::move(sender));
     target.guard.emplace(std::move(guard));
     target.key = key;
@@ -44,7 +44,7 @@ public:
   /// The op's CQE arrived: complete its reply first, then destroy its guard
   /// (G2), then free the slot. A stale or unknown user_data is ignored.
   void complete(std::uint64_t user_data, int result) noexcept {
-    slot *done = find(user_data);
+    slot* done = find(user_data);
     if (done == nullptr) return;
     std::move(*done->sender).complete(result);
     done->sender.reset();
@@ -62,16 +62,16 @@ public:
   }
 
   /// Storage for a linked timeout's timespec, alive until the op's CQE.
-  __kernel_timespec &timeout_of(std::uint64_t user_data) noexcept {
+  __kernel_timespec& timeout_of(std::uint64_t user_data) noexcept {
     return slots_[index_of(user_data)].timeout;
   }
 
   /// Calls `f(user_data)` for every op in flight not yet asked to cancel,
   /// marking it asked, until `f` returns false (no room for more cancels).
   template <class F>
-  void request_cancels(F &&f) noexcept {
+  void request_cancels(F&& f) noexcept {
     for (std::uint32_t id = 0; id < slots_.size(); ++id) {
-      slot &target = slots_[id];
+      slot& target = slots_[id];
       if (!target.sender || target.cancel_requested) continue;
       if (!f(user_data_of(id))) return;
       target.cancel_requested = true;
@@ -93,7 +93,7 @@ private:
     return (static_cast<std::uint64_t>(slots_[id].generation & 0x7fffffffU) << 32) | id;
   }
 
-  slot *find(std::uint64_t user_data) noexcept {
+  slot* find(std::uint64_t user_data) noexcept {
     const std::uint32_t id = index_of(user_data);
     if (id >= slots_.size() || !slots_[id].sender || user_data_of(id) != user_data) return nullptr;
     return &slots_[id];

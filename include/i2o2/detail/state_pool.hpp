@@ -74,8 +74,10 @@ private:
       block* taken = returned.exchange(nullptr, std::memory_order_acquire);
       while (taken != nullptr) {
         block* next = taken->next;
-        if (free.size() < Capacity) free.push_back(taken);
-        else delete taken;
+        if (free.size() < Capacity)
+          free.push_back(taken);
+        else
+          delete taken;
         taken = next;
       }
     }
@@ -119,4 +121,4 @@ private:
   }
 };
 
-} // namespace i2o2::detail
+}  // namespace i2o2::detail

@@ -29,13 +29,13 @@ struct queue_probe_value {
   int value = 0;
 };
 struct queue_probe_consumer {
-  bool operator()(queue_probe_value &) const noexcept { return true; }
+  bool operator()(queue_probe_value&) const noexcept { return true; }
 };
 }  // namespace detail
 
 template <class Q, class T>
 concept bounded_queue_of = std::constructible_from<Q, std::size_t> &&
-    requires(Q &queue, const Q &const_queue, T &value, std::span<T> values,
+    requires(Q& queue, const Q& const_queue, T& value, std::span<T> values,
              detail::queue_probe_consumer consume) {
   { queue.try_push(value) } -> std::same_as<bool>;
   { queue.try_push_many(values) } -> std::same_as<bool>;

@@ -42,16 +42,16 @@ public:
       cells_[i].sequence.store(i, std::memory_order_relaxed);
   }
 
-  mpsc_ring_queue(const mpsc_ring_queue &) = delete;
-  mpsc_ring_queue &operator=(const mpsc_ring_queue &) = delete;
+  mpsc_ring_queue(const mpsc_ring_queue&) = delete;
+  mpsc_ring_queue& operator=(const mpsc_ring_queue&) = delete;
 
   ~mpsc_ring_queue() {
-    while (pop_batch(mask_ + 1, [](T &) noexcept { return true; }) != 0) {
+    while (pop_batch(mask_ + 1, [](T&) noexcept { return true; }) != 0) {
     }
   }
 
   /// Any thread. Moves from `value` only when it returns true.
-  bool try_push(T &value) noexcept { return try_push_many(std::span<T>(&value, 1)); }
+  bool try_push(T& value) noexcept { return try_push_many(std::span<T>(&value, 1)); }
 
   /// Any thread. All of `values` land contiguously, or none (false: no room
   /// right now, or never: more values than the capacity).
@@ -75,8 +75,8 @@ public:
       }
     }
     for (std::size_t i = 0; i < count; ++i) {
-      cell &target = cells_[(first + i) & mask_];
-      ::new (static_cast<void *>(target.storage)) T(std::move(values[i]));
+      cell& target = cells_[(first + i) & mask_];
+      ::new (static_cast<void*>(target.storage)) T(std::move(values[i]));
       // Release: the consumer that sees the sequence sees the value.
       target.sequence.store(first + i + 1, std::memory_order_release);
     }
@@ -86,13 +86,13 @@ public:
   /// Scheduler thread only. Offers up to `max` values in order; see the
   /// queue concept.
   template <class Consume>
-  std::size_t pop_batch(std::size_t max, Consume &&consume) noexcept {
+  std::size_t pop_batch(std::size_t max, Consume&& consume) noexcept {
     std::size_t popped = 0;
     while (popped < max) {
-      cell &source = cells_[consumer_.head & mask_];
+      cell& source = cells_[consumer_.head & mask_];
       // Acquire pairs with the producer's release of this cell.
       if (source.sequence.load(std::memory_order_acquire) != consumer_.head + 1) break;
-      T *value = std::launder(reinterpret_cast<T *>(source.storage));
+      T* value = std::launder(reinterpret_cast<T*>(source.storage));
       if (!consume(*value)) break;
       value->~T();
       // Release: a producer that sees the new lap may overwrite the cell.

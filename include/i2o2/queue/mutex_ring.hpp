@@ -23,20 +23,20 @@ class mutex_ring_queue {
 public:
   explicit mutex_ring_queue(std::size_t capacity)
       : capacity_(capacity == 0 ? 1 : capacity), cells_(std::make_unique<cell[]>(capacity_)) {}
-  mutex_ring_queue(const mutex_ring_queue &) = delete;
-  mutex_ring_queue &operator=(const mutex_ring_queue &) = delete;
+  mutex_ring_queue(const mutex_ring_queue&) = delete;
+  mutex_ring_queue& operator=(const mutex_ring_queue&) = delete;
   ~mutex_ring_queue() {
-    while (pop_batch(capacity_, [](T &) noexcept { return true; }) != 0) {
+    while (pop_batch(capacity_, [](T&) noexcept { return true; }) != 0) {
     }
   }
 
-  bool try_push(T &value) noexcept { return try_push_many(std::span<T>(&value, 1)); }
+  bool try_push(T& value) noexcept { return try_push_many(std::span<T>(&value, 1)); }
 
   bool try_push_many(std::span<T> values) noexcept {
     std::lock_guard lock(mutex_);
     if (values.size() > capacity_ - size_) return false;
-    for (T &value : values) {
-      ::new (static_cast<void *>(cells_[(head_ + size_) % capacity_].storage)) T(std::move(value));
+    for (T& value : values) {
+      ::new (static_cast<void*>(cells_[(head_ + size_) % capacity_].storage)) T(std::move(value));
       ++size_;
     }
     // Relaxed is enough: empty() is a hint the scheduler re-checks under
@@ -46,11 +46,11 @@ public:
   }
 
   template <class Consume>
-  std::size_t pop_batch(std::size_t max, Consume &&consume) noexcept {
+  std::size_t pop_batch(std::size_t max, Consume&& consume) noexcept {
     std::lock_guard lock(mutex_);
     std::size_t popped = 0;
     while (popped < max && size_ != 0) {
-      T *value = std::launder(reinterpret_cast<T *>(cells_[head_].storage));
+      T* value = std::launder(reinterpret_cast<T*>(cells_[head_].storage));
       if (!consume(*value)) break;
       value->~T();
       head_ = (head_ + 1) % capacity_;

@@ -30,47 +30,47 @@ struct callback {
   class sender {
   public:
     template <class F>
-    explicit sender(F &&function) noexcept(std::is_nothrow_constructible_v<std::decay_t<F>, F &&>) {
+    explicit sender(F&& function) noexcept(std::is_nothrow_constructible_v<std::decay_t<F>, F&&>) {
       using stored = std::decay_t<F>;
       static_assert(sizeof(stored) <= InlineBytes && alignof(stored) <= alignof(std::max_align_t),
                     "i2o2::reply::callback: the callable does not fit inline; capture less, or raise "
                     "the InlineBytes parameter of reply::callback");
       static_assert(std::is_nothrow_move_constructible_v<stored>,
                     "i2o2::reply::callback: the callable must be nothrow move constructible");
-      ::new (static_cast<void *>(storage_)) stored(std::forward<F>(function));
-      invoke_ = [](std::byte *storage, int result) noexcept {
-        auto *target = std::launder(reinterpret_cast<stored *>(storage));
+      ::new (static_cast<void*>(storage_)) stored(std::forward<F>(function));
+      invoke_ = [](std::byte* storage, int result) noexcept {
+        auto* target = std::launder(reinterpret_cast<stored*>(storage));
         (*target)(result);
         target->~stored();
       };
-      move_ = [](std::byte *from, std::byte *to) noexcept {
-        auto *source = std::launder(reinterpret_cast<stored *>(from));
-        ::new (static_cast<void *>(to)) stored(std::move(*source));
+      move_ = [](std::byte* from, std::byte* to) noexcept {
+        auto* source = std::launder(reinterpret_cast<stored*>(from));
+        ::new (static_cast<void*>(to)) stored(std::move(*source));
         source->~stored();
       };
     }
-    sender(sender &&other) noexcept : invoke_(std::exchange(other.invoke_, nullptr)), move_(other.move_) {
+    sender(sender&& other) noexcept : invoke_(std::exchange(other.invoke_, nullptr)), move_(other.move_) {
       if (invoke_ != nullptr) move_(other.storage_, storage_);
     }
-    sender &operator=(sender &&) = delete;
+    sender& operator=(sender&&) = delete;
     ~sender() {
       if (invoke_ != nullptr) std::move(*this).complete(result_of(errc::scheduler_closed));
     }
 
     /// Scheduler thread: calls the callable once, then destroys it.
-    void complete(int result) &&noexcept { std::exchange(invoke_, nullptr)(storage_, result); }
+    void complete(int result) && noexcept { std::exchange(invoke_, nullptr)(storage_, result); }
 
   private:
     alignas(std::max_align_t) std::byte storage_[InlineBytes];
-    void (*invoke_)(std::byte *, int) noexcept = nullptr;  // calls, then destroys
-    void (*move_)(std::byte *, std::byte *) noexcept = nullptr;
+    void (*invoke_)(std::byte*, int) noexcept = nullptr;  // calls, then destroys
+    void (*move_)(std::byte*, std::byte*) noexcept = nullptr;
   };
 
   using receiver = callback_submitted;
 
   template <class F>
   requires std::invocable < std::decay_t<F>
-  &, int > static std::pair<sender, receiver> make(F &&function) {
+  &, int > static std::pair<sender, receiver> make(F&& function) {
     return {sender(std::forward<F>(function)), receiver{}};
   }
 };

@@ -20,7 +20,7 @@ namespace i2o2 {
 
 template <class S>
 concept completion_sender = std::is_nothrow_move_constructible_v<S> && std::is_nothrow_destructible_v<S> &&
-    requires(S &&sender, int result) {
+    requires(S&& sender, int result) {
   { std::move(sender).complete(result) }
   noexcept;
 };
@@ -30,11 +30,11 @@ concept reply_policy = requires {
   typename R::sender;
   typename R::receiver;
 }
-&&completion_sender<typename R::sender> &&std::movable<typename R::receiver>;
+&&completion_sender<typename R::sender>&& std::movable<typename R::receiver>;
 
 /// `R::make(args...)` builds a sender/receiver pair.
 template <class R, class... Args>
-concept reply_factory = reply_policy<R> && requires(Args &&...args) {
+concept reply_factory = reply_policy<R> && requires(Args&&... args) {
   {
     R::make(std::forward<Args>(args)...)
     } -> std::same_as<std::pair<typename R::sender, typename R::receiver>>;

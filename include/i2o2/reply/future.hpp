@@ -36,10 +36,10 @@ struct future_state {
   // Resumed on completion when `continuation` is set: inline, or through
   // `resumer(resumer_context)` when the awaiter names an executor.
   std::coroutine_handle<> waiter;
-  void (*resumer)(void *context) noexcept = nullptr;
-  void *resumer_context = nullptr;
+  void (*resumer)(void* context) noexcept = nullptr;
+  void* resumer_context = nullptr;
 
-  static future_state *make() { return state_pool<future_state>::make(); }
+  static future_state* make() { return state_pool<future_state>::make(); }
 
   void release() noexcept {
     // acq_rel: the last owner must see the other's writes before freeing.
@@ -58,7 +58,7 @@ struct future_state {
 /// `handle.resume()` now or later, on a thread of the executor's choosing.
 template <class E>
 concept coroutine_executor = std::copy_constructible<E> &&
-    requires(E &executor, std::coroutine_handle<> handle) {
+    requires(E& executor, std::coroutine_handle<> handle) {
   executor.execute(handle);
 };
 
@@ -69,10 +69,10 @@ concept coroutine_executor = std::copy_constructible<E> &&
 class future_reply {
 public:
   future_reply() noexcept = default;
-  explicit future_reply(detail::future_state *state) noexcept : state_(state) {}
-  future_reply(future_reply &&other) noexcept
+  explicit future_reply(detail::future_state* state) noexcept : state_(state) {}
+  future_reply(future_reply&& other) noexcept
       : state_(std::exchange(other.state_, nullptr)), key_(other.key_) {}
-  future_reply &operator=(future_reply &&other) noexcept {
+  future_reply& operator=(future_reply&& other) noexcept {
     if (this != &other) {
       reset();
       state_ = std::exchange(other.state_, nullptr);
@@ -130,7 +130,7 @@ public:
   /// your own executor, and never block on the scheduler from there.
   auto operator co_await() const noexcept {
     struct awaiter {
-      detail::future_state *state;
+      detail::future_state* state;
       bool await_ready() const noexcept {
         return (state->flags.load(std::memory_order_acquire) & detail::future_state::ready) != 0;
       }
@@ -154,7 +154,7 @@ public:
   template <detail::coroutine_executor Executor>
   auto resume_on(Executor executor) const noexcept {
     struct awaiter {
-      detail::future_state *state;
+      detail::future_state* state;
       Executor executor;
       std::coroutine_handle<> handle;
 
@@ -164,8 +164,8 @@ public:
       void await_suspend(std::coroutine_handle<> waiting) noexcept {
         handle = waiting;
         state->resumer_context = this;  // the awaiter lives in the suspended frame
-        state->resumer = [](void *context) noexcept {
-          auto *self = static_cast<awaiter *>(context);
+        state->resumer = [](void* context) noexcept {
+          auto* self = static_cast<awaiter*>(context);
           self->executor.execute(self->handle);
         };
         const auto before =
@@ -182,7 +182,7 @@ private:
   /// per thread: it grows while spinning catches replies (one client, a
   /// fast op) and shrinks while it does not (many clients sharing few
   /// cores, where spinners would starve the scheduler thread itself).
-  bool wait_until_ready(const timespec *timeout) const noexcept {
+  bool wait_until_ready(const timespec* timeout) const noexcept {
     if (detail::adaptive_spin::run([this] { return is_ready(); })) return true;
     auto flags = state_->flags.fetch_or(detail::future_state::sleeper, std::memory_order_acq_rel);
     if (flags & detail::future_state::ready) return true;
@@ -194,7 +194,7 @@ private:
     if (state_ != nullptr) std::exchange(state_, nullptr)->release();
   }
 
-  detail::future_state *state_ = nullptr;
+  detail::future_state* state_ = nullptr;
   std::uint64_t key_ = 0;
 };
 
@@ -204,16 +204,16 @@ namespace reply {
 struct future {
   class sender {
   public:
-    explicit sender(detail::future_state *state) noexcept : state_(state) {}
-    sender(sender &&other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
-    sender &operator=(sender &&) = delete;
+    explicit sender(detail::future_state* state) noexcept : state_(state) {}
+    sender(sender&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+    sender& operator=(sender&&) = delete;
     ~sender() {
       if (state_ != nullptr) std::move(*this).complete(result_of(errc::scheduler_closed));
     }
 
     /// Scheduler thread: publishes the result and wakes or resumes the waiter.
-    void complete(int result) &&noexcept {
-      detail::future_state *state = std::exchange(state_, nullptr);
+    void complete(int result) && noexcept {
+      detail::future_state* state = std::exchange(state_, nullptr);
       state->result = result;
       const auto before = state->flags.fetch_or(detail::future_state::ready, std::memory_order_acq_rel);
       if (before & detail::future_state::sleeper) detail::futex_wake(state->flags);
@@ -222,13 +222,13 @@ struct future {
     }
 
   private:
-    detail::future_state *state_;
+    detail::future_state* state_;
   };
 
   using receiver = future_reply;
 
   static std::pair<sender, receiver> make() {
-    auto *state = detail::future_state::make();
+    auto* state = detail::future_state::make();
     return {sender(state), receiver(state)};
   }
 };

@@ -24,7 +24,7 @@
 namespace i2o2 {
 
 template <class W>
-concept wait_strategy = std::default_initializable<W> && requires(W &wait, detail::ring &ring, int result) {
+concept wait_strategy = std::default_initializable<W> && requires(W& wait, detail::ring& ring, int result) {
   { W::can_park } -> std::convertible_to<bool>;
   { wait.notify() }
   noexcept;

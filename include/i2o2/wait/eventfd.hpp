@@ -25,8 +25,8 @@ public:
   eventfd() : fd_(::eventfd(0, EFD_CLOEXEC)) {
     if (fd_ < 0) throw std::system_error(errno, std::system_category(), "i2o2: eventfd failed");
   }
-  eventfd(const eventfd &) = delete;
-  eventfd &operator=(const eventfd &) = delete;
+  eventfd(const eventfd&) = delete;
+  eventfd& operator=(const eventfd&) = delete;
   ~eventfd() { ::close(fd_); }
 
   /// Any thread.
@@ -37,9 +37,9 @@ public:
   }
 
   /// Scheduler thread.
-  bool arm(detail::ring &ring) noexcept {
+  bool arm(detail::ring& ring) noexcept {
     if (armed_) return true;
-    io_uring_sqe *sqe = ring.get_sqe();
+    io_uring_sqe* sqe = ring.get_sqe();
     if (sqe == nullptr) return false;
     std::memset(sqe, 0, sizeof(*sqe));
     sqe->opcode = IORING_OP_READ;

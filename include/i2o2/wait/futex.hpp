@@ -38,9 +38,9 @@ public:
   /// Scheduler thread. Waits for the word to differ from its value when
   /// last seen: a notify() since then (even before this op reaches the
   /// kernel) makes the wait fail at once with -EAGAIN, which wakes us too.
-  bool arm(detail::ring &ring) noexcept {
+  bool arm(detail::ring& ring) noexcept {
     if (armed_) return true;
-    io_uring_sqe *sqe = ring.get_sqe();
+    io_uring_sqe* sqe = ring.get_sqe();
     if (sqe == nullptr) return false;
     std::memset(sqe, 0, sizeof(*sqe));
     sqe->opcode = compat::op_futex_wait;

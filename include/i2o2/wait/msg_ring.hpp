@@ -33,7 +33,7 @@ public:
 
   /// Throws std::system_error when the kernel has no MSG_RING (Linux 5.18).
   msg_ring() {
-    const auto &kernel = detail::kernel_features::get();
+    const auto& kernel = detail::kernel_features::get();
     if (kernel.has_sync_msg_ring()) return;
     if (!kernel.has_opcode(compat::op_msg_ring))
       throw std::system_error(ENOSYS, std::system_category(),
@@ -58,7 +58,7 @@ public:
   }
 
   /// Scheduler thread: nothing to arm, only the ring to remember.
-  bool arm(detail::ring &ring) noexcept {
+  bool arm(detail::ring& ring) noexcept {
     ring_fd_.store(ring.fd(), std::memory_order_release);
     return true;
   }

@@ -10,7 +10,7 @@ namespace i2o2::wait {
 struct spin {
   static constexpr bool can_park = false;
   void notify() noexcept {}
-  bool arm(detail::ring &) noexcept { return false; }
+  bool arm(detail::ring&) noexcept { return false; }
   void on_wake(int) noexcept {}
   bool armed() const noexcept { return false; }
   void block() noexcept {}
