@@ -115,3 +115,45 @@ TEST_CASE("more parked ops than the CQ holds wait their turn and all complete", 
   for (auto& reply : replies) CHECK(reply.wait() == 1);
   CHECK(std::string(buffers.begin(), buffers.end()) == data);
 }
+
+namespace {
+
+// Holds the scheduler inside arm() — after its loop saw the gate open, before
+// it announces the park — until the test lets it go.
+std::atomic<int> hold_stage{0};  // 1: hold the next re-arm; 2: held; 3: released
+
+struct holding_eventfd : i2o2::wait::eventfd {
+  bool arm(i2o2::detail::ring& ring) noexcept {
+    const bool was_armed = armed();
+    const bool ok = i2o2::wait::eventfd::arm(ring);
+    if (was_armed && hold_stage.load() == 1) {
+      hold_stage.store(2);
+      while (hold_stage.load() != 3) std::this_thread::yield();
+    }
+    return ok;
+  }
+};
+static_assert(i2o2::wait_strategy<holding_eventfd>);
+
+} // namespace
+
+TEST_CASE("a close landing between the loop's check and its park is not lost", "[scheduler]") {
+  // Without the gate re-check in announce_park(), close() finds nobody
+  // parked and sends no wake, and the scheduler sleeps forever with nothing
+  // in flight: the watchdog turns that into a failure.
+  i2o2_test::watchdog dog("close before park");
+  using scheduler_type =
+      i2o2::basic_scheduler<i2o2::queue::mpsc_ring, holding_eventfd, i2o2::reply::future, i2o2::any_guard>;
+  scheduler_type sched(i2o2::config{.ring_depth = 8, .shutdown_deadline = std::nullopt});
+  std::thread runner([&] { sched.run(); });
+  {
+    auto handle = sched.handle();
+    hold_stage.store(1);
+    REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
+    while (hold_stage.load() != 2) std::this_thread::yield();
+    sched.request_stop();
+  }  // and the last handle goes too
+  hold_stage.store(3);
+  runner.join();
+  hold_stage.store(0);
+}

@@ -77,8 +77,9 @@ public:
   }
 
   /// Like `submit`, but never waits: fails with `errc::queue_full` or
-  /// `errc::scheduler_closed`. On failure `guard` is left untouched, so the
-  /// caller still owns it and nothing is lost.
+  /// `errc::scheduler_closed`. Whenever the op is not taken — those
+  /// failures, or an op resolved at once with `unsupported_op` /
+  /// `needs_sqe128` — `guard` is left untouched: the caller still owns it.
   template <operation Op, class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> submit_result<reply_type>
   try_submit(const Op& op, guard_arg&& guard, ReplyArgs&&... reply_args) {

@@ -130,14 +130,17 @@ public:
   std::deque<Envelope>& overflow() noexcept { return overflow_; }
 
   /// Announces the scheduler is about to sleep; true if it may (the queue
-  /// is still empty after the announcement). On false it stays awake.
+  /// is still empty and the gate open after the announcement). On false it
+  /// stays awake.
   bool announce_park() noexcept {
     parked_.store(1, std::memory_order_relaxed);
     // seq_cst fence: the store above is ordered before the queue re-check,
     // pairing with the producer's fence between publishing and reading
     // `parked_` (Dekker). Without it a push could slip between them unseen.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (!queue_.empty()) {
+    // The gate too: a close() that ran since the loop last looked found
+    // nobody parked and sent no wake, so it must be seen here.
+    if (!queue_.empty() || (gate_.load(std::memory_order_relaxed) & closed_bit) != 0) {
       parked_.store(0, std::memory_order_relaxed);
       return false;
     }

@@ -1,0 +1,330 @@
+// Bad input gets a clear error, loses nothing and never hangs: bad fds, ops
+// the kernel (or the ring) cannot run, a full queue, a closed scheduler,
+// nonsense configs, setup flags the kernel lacks, oversized batches.
+#include "support.hpp"
+
+#include <algorithm>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace {
+
+using namespace std::chrono_literals;
+using i2o2::detail::kernel_features;
+using i2o2_test::counting_guard;
+using i2o2_test::guard_record;
+
+i2o2::config small_ring() { return i2o2::config{.ring_depth = 8, .shutdown_deadline = 2s}; }
+
+/// Ends every pretence, however the test case leaves.
+struct pretence {
+  pretence(std::uint32_t setup_flags, std::vector<std::uint8_t> opcodes = {}) {
+    kernel_features::pretend_missing(setup_flags, std::move(opcodes));
+  }
+  pretence(const pretence&) = delete;
+  pretence& operator=(const pretence&) = delete;
+  ~pretence() { kernel_features::stop_pretending(); }
+};
+
+/// A guard that counts its destruction into a fresh record.
+std::pair<i2o2::any_guard, std::shared_ptr<guard_record>> counted_guard() {
+  auto record = std::make_shared<guard_record>();
+  return {i2o2::any_guard(counting_guard(record)), record};
+}
+
+/// The message of the std::invalid_argument that spawning with `cfg` throws
+/// (fails the test if it throws nothing or something else).
+std::string invalid_config_message(const i2o2::config& cfg) {
+  try {
+    auto spawned = i2o2::spawn(cfg);
+  } catch (const std::invalid_argument& error) {
+    return error.what();
+  }
+  FAIL("the config was accepted");
+  return {};
+}
+
+} // namespace
+
+TEST_CASE("a bad fd resolves with -EBADF and the scheduler carries on", "[bad_input]") {
+  i2o2_test::watchdog dog("bad fd", 20s);
+  auto [owner, handle] = i2o2::spawn(small_ring());
+  i2o2_test::temp_file file;
+  // A descriptor that was valid and is closed now (closed after the
+  // scheduler's own descriptors exist, so nothing reuses the number).
+  const int closed_fd = ::dup(file.fd());
+  REQUIRE(closed_fd >= 0);
+  REQUIRE(::close(closed_fd) == 0);
+
+  char buffer[16] = {};
+  for (const int fd : {-1, closed_fd}) {
+    INFO("fd " << fd);
+    auto [guard, record] = counted_guard();
+    CHECK(handle.submit(i2o2::op::read{.file = fd, .buf = buffer, .len = 16}, std::move(guard)).wait() ==
+          -EBADF);
+    CHECK(handle.submit(i2o2::op::write{.file = fd, .buf = buffer, .len = 16}).wait() == -EBADF);
+    CHECK(handle.submit(i2o2::op::fsync{.file = fd}).wait() == -EBADF);
+    CHECK(handle.submit(i2o2::op::fallocate{.file = fd, .len = 4096}).wait() == -EBADF);
+    CHECK(handle.submit(i2o2::op::close{.file = fd}).wait() == -EBADF);
+    // One more round trip orders the guard's release (after its reply)
+    // before this check.
+    REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
+    CHECK(record->destroyed.load() == 1);
+  }
+  CHECK(::fcntl(file.fd(), F_GETFD) != -1);  // the temp file's own fd is untouched
+}
+
+TEST_CASE("an opcode no kernel has resolves with unsupported_op and releases its guard once",
+          "[bad_input]") {
+  i2o2_test::watchdog dog("unknown opcode", 20s);
+  auto [owner, handle] = i2o2::spawn(small_ring());
+  const i2o2::op::raw unknown{i2o2::prepared_op::with_opcode(250)};
+
+  SECTION("counting guard") {
+    auto [guard, record] = counted_guard();
+    auto reply = handle.submit(unknown, std::move(guard));
+    CHECK(reply.wait() == i2o2::result_of(i2o2::errc::unsupported_op));
+    CHECK(i2o2::to_error_code(reply.wait()) == i2o2::make_error_code(i2o2::errc::unsupported_op));
+    // Never sent, so released on the submitting thread before submit returns.
+    CHECK(record->destroyed.load() == 1);
+  }
+  SECTION("shared_ptr guard") {
+    auto owned = std::make_shared<int>(42);
+    auto reply = handle.submit(unknown, i2o2::any_guard(owned));
+    CHECK(reply.wait() == i2o2::result_of(i2o2::errc::unsupported_op));
+    CHECK(owned.use_count() == 1);
+  }
+  SECTION("try_submit") {
+    auto result = handle.try_submit(unknown);
+    REQUIRE(result.has_value());
+    CHECK(result->wait() == i2o2::result_of(i2o2::errc::unsupported_op));
+  }
+  // The scheduler is unharmed.
+  CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
+}
+
+TEST_CASE("an op the kernel lacks (pretend: ftruncate) resolves with unsupported_op", "[bad_input]") {
+  i2o2_test::watchdog dog("pretend ftruncate missing", 20s);
+  auto [owner, handle] = i2o2::spawn(small_ring());
+  i2o2_test::temp_file file;
+  REQUIRE(::ftruncate(file.fd(), 1000) == 0);
+  {
+    pretence missing(0, {i2o2::compat::op_ftruncate});
+    auto [guard, record] = counted_guard();
+    CHECK(handle.submit(i2o2::op::ftruncate{.file = file.fd(), .length = 10}, std::move(guard)).wait() ==
+          i2o2::result_of(i2o2::errc::unsupported_op));
+    CHECK(record->destroyed.load() == 1);
+    struct stat st {};
+    REQUIRE(::fstat(file.fd(), &st) == 0);
+    CHECK(st.st_size == 1000);  // never reached the kernel
+    // Only ftruncate is "missing".
+    CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
+  }
+  if (!kernel_features::get().has_opcode(i2o2::compat::op_ftruncate)) {
+    WARN("SKIP: this kernel really lacks IORING_OP_FTRUNCATE (Linux 6.9); no after-pretence check");
+    return;
+  }
+  CHECK(handle.submit(i2o2::op::ftruncate{.file = file.fd(), .length = 10}).wait() == 0);
+  struct stat st {};
+  REQUIRE(::fstat(file.fd(), &st) == 0);
+  CHECK(st.st_size == 10);
+}
+
+TEST_CASE("uring_cmd on a ring without SQE128 resolves with needs_sqe128", "[bad_input]") {
+  i2o2_test::watchdog dog("uring_cmd without sqe128", 20s);
+  auto [owner, handle] = i2o2::spawn(small_ring());
+  REQUIRE((owner.scheduler().ring_flags() & IORING_SETUP_SQE128) == 0);
+  i2o2_test::temp_file file;
+  auto [guard, record] = counted_guard();
+  auto reply = handle.submit(i2o2::op::uring_cmd{.file = file.fd()}, std::move(guard));
+  CHECK(reply.wait() == i2o2::result_of(i2o2::errc::needs_sqe128));
+  CHECK(record->destroyed.load() == 1);
+  auto tried = handle.try_submit(i2o2::op::uring_cmd{.file = file.fd()});
+  REQUIRE(tried.has_value());
+  CHECK(tried->wait() == i2o2::result_of(i2o2::errc::needs_sqe128));
+  CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
+}
+
+TEST_CASE("try_submit on a full queue fails with queue_full, keeps the guard and loses nothing",
+          "[bad_input][queue_full]") {
+  i2o2_test::watchdog dog("try_submit on a full queue", 30s);
+  i2o2_test::pipe_pair pipe;
+  constexpr std::size_t queue_capacity = 2;
+  std::vector<std::shared_ptr<guard_record>> records;
+  std::vector<i2o2::future_reply> replies;
+  std::string bytes(64, '\0');
+  std::size_t failures = 0;
+  std::shared_ptr<guard_record> refused_record;
+  {
+    auto [owner, handle] = i2o2::spawn({.queue_capacity = queue_capacity, .ring_depth = 2,
+                                        .shutdown_deadline = 2s});
+    // Reads parked on the empty pipe: nothing completes until it is fed.
+    // The first queue_full may come before the scheduler has pulled the
+    // first ops into the ring; keep trying (the scheduler never stops
+    // pulling while the ring has room) until refusals persist.
+    std::size_t refusals_in_a_row = 0;
+    while (refusals_in_a_row < 200 && replies.size() < bytes.size()) {
+      auto [guard, record] = counted_guard();
+      auto result = handle.try_submit(
+          i2o2::op::read{.file = pipe.read_end(), .buf = &bytes[replies.size()], .len = 1,
+                         .offset = i2o2::op::current_position},
+          std::move(guard));
+      if (result) {
+        replies.push_back(std::move(result).value());
+        records.push_back(record);
+        refusals_in_a_row = 0;
+        continue;
+      }
+      ++failures;
+      ++refusals_in_a_row;
+      REQUIRE(result.error() == i2o2::make_error_code(i2o2::errc::queue_full));
+      REQUIRE(result.error() == i2o2::errc::queue_full);
+      // Refused: the guard was not moved from, the caller still owns it.
+      REQUIRE(guard.has_value());
+      REQUIRE(record->destroyed.load() == 0);
+      refused_record = record;
+      std::this_thread::yield();
+    }  // each refused guard dies here, in the caller's hands
+    REQUIRE(failures > 0);
+    REQUIRE(replies.size() < bytes.size());
+    // At least a full queue's worth, and more once the ring took some.
+    CHECK(replies.size() >= queue_capacity);
+    WARN(replies.size() << " parked reads accepted (queue capacity " << queue_capacity << ", ring depth 2)");
+    CHECK(refused_record->destroyed.load() == 1);
+    for (auto& reply : replies) CHECK_FALSE(reply.try_get().has_value());
+    for (auto& record : records) CHECK(record->destroyed.load() == 0);
+
+    // Feed one byte per read: every accepted read completes.
+    std::string data;
+    for (std::size_t i = 0; i < replies.size(); ++i) data.push_back(static_cast<char>('a' + i % 26));
+    pipe.feed(data.data(), data.size());
+    for (auto& reply : replies) CHECK(reply.wait() == 1);
+    std::string got = bytes.substr(0, replies.size());
+    std::sort(got.begin(), got.end());
+    std::sort(data.begin(), data.end());
+    CHECK(got == data);
+
+    // And the queue takes ops again.
+    auto again = handle.try_submit(i2o2::op::nop{});
+    REQUIRE(again.has_value());
+    CHECK(again->wait() == 0);
+  }  // the scheduler thread joins: every guard has been released
+  for (auto& record : records) CHECK(record->destroyed.load() == 1);
+}
+
+TEST_CASE("after stop, submit throws scheduler_closed and try_submit returns it", "[bad_input][closed]") {
+  i2o2_test::watchdog dog("submit after shutdown", 20s);
+  auto [owner, handle] = i2o2::spawn(small_ring());
+  REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
+  owner.stop();
+  CHECK(handle.closed());
+
+  {
+    auto [guard, record] = counted_guard();
+    CHECK_THROWS_AS(handle.submit(i2o2::op::nop{}, std::move(guard)), i2o2::scheduler_closed);
+    CHECK(record->destroyed.load() == 1);
+  }
+  {
+    auto owned = std::make_shared<int>(7);
+    try {
+      (void)handle.submit(i2o2::op::nop{}, i2o2::any_guard(owned));
+      FAIL("submit after stop did not throw");
+    } catch (const i2o2::scheduler_closed& error) {
+      CHECK(error.code() == i2o2::errc::scheduler_closed);
+    }
+    CHECK(owned.use_count() == 1);
+  }
+  {
+    auto [guard, record] = counted_guard();
+    auto result = handle.try_submit(i2o2::op::nop{}, std::move(guard));
+    REQUIRE_FALSE(result.has_value());
+    CHECK(result.error() == i2o2::make_error_code(i2o2::errc::scheduler_closed));
+    CHECK(guard.has_value());  // handed back, not released
+    CHECK(record->destroyed.load() == 0);
+    guard.reset();
+    CHECK(record->destroyed.load() == 1);
+    CHECK_THROWS_AS(std::move(result).value(), std::system_error);
+  }
+  {
+    std::vector<i2o2::prepared_op> batch{i2o2::op::nop{}, i2o2::op::nop{}};
+    CHECK_THROWS_AS(handle.submit_many(batch), i2o2::scheduler_closed);
+  }
+  // A copy of a closed handle is closed too.
+  auto copy = handle;
+  CHECK(copy.closed());
+  CHECK_THROWS_AS(copy.submit(i2o2::op::nop{}), i2o2::scheduler_closed);
+}
+
+TEST_CASE("nonsense configs throw std::invalid_argument naming the field", "[bad_input][config]") {
+  i2o2_test::watchdog dog("nonsense configs", 20s);
+  CHECK_THAT(invalid_config_message({.ring_depth = 0}), Catch::Contains("ring_depth"));
+  CHECK_THAT(invalid_config_message({.ring_depth = 3}), Catch::Contains("ring_depth") && Catch::Contains("3"));
+  CHECK_THAT(invalid_config_message({.ring_depth = 65536}),
+             Catch::Contains("ring_depth") && Catch::Contains("65536"));
+  CHECK_THAT(invalid_config_message({.queue_capacity = 0}), Catch::Contains("queue_capacity"));
+  CHECK_THAT(invalid_config_message({.queue_capacity = i2o2::max_queue_capacity + 1}),
+             Catch::Contains("queue_capacity"));
+  // The limits themselves are fine.
+  CHECK_NOTHROW(i2o2::default_scheduler(i2o2::config{.queue_capacity = 1, .ring_depth = 1}));
+  // And the scheduler type itself validates, not only spawn.
+  CHECK_THROWS_AS(i2o2::default_scheduler(i2o2::config{.ring_depth = 6}), std::invalid_argument);
+}
+
+TEST_CASE("a setup flag the kernel lacks names itself and its kernel, or is skipped on request",
+          "[bad_input][config]") {
+  i2o2_test::watchdog dog("missing setup flag", 20s);
+  pretence missing(IORING_SETUP_SQE128);
+  try {
+    auto spawned = i2o2::spawn({.ring_depth = 8, .sqe128 = true});
+    FAIL("a ring with a missing IORING_SETUP_SQE128 was created");
+  } catch (const std::system_error& error) {
+    const std::string what = error.what();
+    CHECK_THAT(what, Catch::Contains("IORING_SETUP_SQE128"));
+    CHECK_THAT(what, Catch::Contains("5.19"));
+  }
+
+  auto [owner, handle] = i2o2::spawn({.ring_depth = 8, .sqe128 = true, .skip_unsupported = true});
+  CHECK((owner.scheduler().ring_flags() & IORING_SETUP_SQE128) == 0);
+  CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
+  // The ring really has 64-byte SQEs: a uring_cmd is refused, not sent.
+  CHECK(handle.submit(i2o2::op::uring_cmd{}).wait() == i2o2::result_of(i2o2::errc::needs_sqe128));
+}
+
+TEST_CASE("spawn pinned to a CPU that does not exist throws std::system_error", "[bad_input][config]") {
+  i2o2_test::watchdog dog("bad cpu affinity", 20s);
+  try {
+    auto spawned = i2o2::spawn({.cpu_affinity = 9999u});
+    FAIL("spawn pinned to CPU 9999 succeeded");
+  } catch (const std::system_error& error) {
+    CHECK_THAT(std::string(error.what()), Catch::Contains("9999"));
+  }
+}
+
+TEST_CASE("submit_many with more ops than the queue holds throws batch_too_large", "[bad_input][batch]") {
+  i2o2_test::watchdog dog("batch too large", 20s);
+  auto [owner, handle] = i2o2::spawn({.queue_capacity = 2, .ring_depth = 8, .shutdown_deadline = 2s});
+  std::vector<i2o2::prepared_op> batch(3, i2o2::prepared_op(i2o2::op::nop{}));
+  std::vector<std::shared_ptr<guard_record>> records;
+  std::vector<i2o2::any_guard> guards;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    auto [guard, record] = counted_guard();
+    guards.push_back(std::move(guard));
+    records.push_back(record);
+  }
+  try {
+    (void)handle.submit_many(batch, guards);
+    FAIL("submit_many of 3 ops into a queue of 2 succeeded");
+  } catch (const std::system_error& error) {
+    CHECK(error.code() == i2o2::make_error_code(i2o2::errc::batch_too_large));
+  }
+  for (auto& record : records) CHECK(record->destroyed.load() == 1);
+
+  // A batch that fits still goes through.
+  std::vector<i2o2::prepared_op> fits(2, i2o2::prepared_op(i2o2::op::nop{}));
+  auto replies = handle.submit_many(fits);
+  REQUIRE(replies.size() == 2);
+  for (auto& reply : replies) CHECK(reply.wait() == 0);
+}
