@@ -41,6 +41,7 @@ class pending {
 public:
   struct slot {
     std::atomic<std::uint32_t> done{0};
+    std::atomic<int> calls{0};  // R1: a callback runs exactly once
     int result = 0;
   };
 
@@ -53,6 +54,17 @@ public:
     while (state_->done.load(std::memory_order_acquire) == 0) state_->done.wait(0);
     return state_->result;
   }
+  /// How often the callback ran (callback replies), or -1 where the reply
+  /// policy offers no way to count.
+  int completions() const { return state_ ? state_->calls.load() : -1; }
+
+  /// The reply itself, for `handle.cancel` (future and awaitable replies).
+  template <class Reply>
+  const Reply* get() const {
+    auto* held = dynamic_cast<holder<Reply>*>(reply_.get());
+    return held ? &held->reply : nullptr;
+  }
+
   std::optional<int> try_get() const {
     if (reply_) return reply_->try_get();
     if (state_->done.load(std::memory_order_acquire) == 0) return std::nullopt;
@@ -76,21 +88,31 @@ private:
   std::shared_ptr<any_reply> reply_;
 };
 
-/// Submits `op` through `handle` and returns something to wait on.
-template <class Handle, class Op>
-pending submit(Handle& handle, const Op& op, typename Handle::guard_arg guard = {}) {
+/// Calls `call(reply_args...)` — a handle call such as submit or
+/// register_file — with whatever its reply policy needs (a callback for the
+/// callback reply, nothing otherwise) and returns something to wait on.
+template <class Handle, class Call>
+pending request(Call&& call) {
   using reply = typename Handle::reply_type;
   if constexpr (std::is_same_v<reply, i2o2::callback_submitted>) {
     auto state = std::make_shared<pending::slot>();
-    handle.submit(op, std::move(guard), [state](int result) noexcept {
+    call([state](int result) noexcept {
+      state->calls.fetch_add(1);
       state->result = result;
       state->done.store(1, std::memory_order_release);
       state->done.notify_all();
     });
     return pending(state);
   } else {
-    return pending(handle.submit(op, std::move(guard)));
+    return pending(call());
   }
+}
+
+/// Submits `op` through `handle` and returns something to wait on.
+template <class Handle, class Op>
+pending submit(Handle& handle, const Op& op, typename Handle::guard_arg guard = {}) {
+  return request<Handle>(
+      [&](auto&&... reply_args) { return handle.submit(op, std::move(guard), std::forward<decltype(reply_args)>(reply_args)...); });
 }
 
 } // namespace i2o2_test

@@ -15,10 +15,12 @@ namespace i2o2 {
 
 /// A guard type: `void` for none, or any movable type whose move and
 /// destruction cannot throw (wrap anything else in `any_guard`, which moves
-/// it to the heap).
+/// it to the heap). It must be default-constructible: a default-constructed
+/// guard is the empty guard of ops given none, and of control requests.
 template <class G>
 concept guard_type = std::is_void_v<G> ||
-    (std::movable<G>&& std::is_nothrow_move_constructible_v<G>&& std::is_nothrow_destructible_v<G>);
+    (std::movable<G>&& std::default_initializable<G>&& std::is_nothrow_move_constructible_v<G>&&
+         std::is_nothrow_destructible_v<G>);
 
 /// A type-erased guard. Holds any movable value; values of up to 24 bytes
 /// that move without throwing (a `shared_ptr`, a `unique_ptr`, a

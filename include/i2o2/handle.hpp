@@ -91,8 +91,9 @@ public:
     const auto pushed = state_->push(std::span<envelope_type>(&envelope, 1), false);
     if (pushed == detail::push_result::accepted) return std::move(receiver);
     guard = std::move(envelope.guard);  // hand the guard back
-    std::move(envelope.sender).complete(result_of(errc::scheduler_closed));
-    return pushed == detail::push_result::full ? errc::queue_full : errc::scheduler_closed;
+    const errc refusal = pushed == detail::push_result::full ? errc::queue_full : errc::scheduler_closed;
+    std::move(envelope.sender).complete(result_of(refusal));
+    return refusal;
   }
 
   /// `try_submit` without a guard.
@@ -251,6 +252,11 @@ private:
     if (link && ops.size() > state_->max_chain_length())
       throw std::system_error(make_error_code(errc::batch_too_large),
                               "i2o2: a chain longer than the ring can submit at once");
+    // Checked before any guard is taken, so a refused chain leaves them all
+    // with the caller.
+    if (link)
+      for (const auto& op : ops)
+        if (op.timeout_ns != 0) throw std::invalid_argument("i2o2: ops inside a chain cannot have a timeout");
     std::vector<reply_type> replies;
     std::vector<envelope_type> batch;
     replies.reserve(ops.size());
@@ -259,8 +265,6 @@ private:
     for (std::size_t i = 0; i < ops.size(); ++i) {
       auto [sender, receiver] = Reply::make();
       envelope_type envelope{ops[i], std::move(sender), guards.empty() ? guard_arg{} : std::move(guards[i])};
-      if (link && envelope.op.timeout_ns != 0)
-        throw std::invalid_argument("i2o2: ops inside a chain cannot have a timeout");
       if (link && i + 1 < ops.size())
         envelope.op.sqe().flags |= (*link == link_kind::hard ? IOSQE_IO_HARDLINK : IOSQE_IO_LINK);
       name_for_cancel(envelope, receiver);

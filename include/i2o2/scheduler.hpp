@@ -155,6 +155,7 @@ private:
   /// Moves queued envelopes into SQEs while the SQ has room and the CQ can
   /// take their completions; a chain goes in whole or waits at the front.
   void pull() noexcept {
+    head_waits_for_room_ = false;
     unsigned budget = std::min(ring_.sq_space_left(), cq_room());
     const auto consume = [&](envelope_type& envelope) noexcept {
       if (envelope.kind != detail::envelope_kind::op) return control(envelope, budget);
@@ -165,7 +166,10 @@ private:
       }
       const bool timed = envelope.op.timeout_ns != 0 && envelope.chain_length == 1;
       const unsigned needed = envelope.chain_length + (timed ? 1U : 0U);
-      if (needed > budget) return false;
+      if (needed > budget) {
+        head_waits_for_room_ = true;
+        return false;
+      }
       budget -= needed;
       chain_members_missing_ = envelope.chain_length - 1U;
       place(envelope, timed);
@@ -293,9 +297,11 @@ private:
 
   void submit_or_wait(bool closing) noexcept {
     if (!nothing_queued()) {
-      // More to pull: don't sleep unless the CQ budget is spent, in which
-      // case only a completion can make room.
-      enter(cq_room() == 0 ? 1U : 0U);
+      // More to pull: don't sleep, unless what is at the front cannot fit
+      // yet (the CQ budget is spent, or a chain needs more room than is
+      // free), in which case only a completion can make room.
+      const bool must_wait = (cq_room() == 0 || head_waits_for_room_) && completions_expected();
+      enter(must_wait ? 1U : 0U);
       return;
     }
     if (closing) {
@@ -390,7 +396,7 @@ private:
   void cancel_after_deadline() noexcept {
     const auto deadline = state_->stop_deadline();
     if (!deadline || std::chrono::steady_clock::now() < *deadline) return;
-    slots_.request_cancels([this](std::uint32_t id) noexcept { return push_cancel(id); });
+    slots_.request_cancels([this](std::uint64_t user_data) noexcept { return push_cancel(user_data); });
   }
 
   bool push_cancel(std::uint64_t target) noexcept {
@@ -417,10 +423,17 @@ private:
     }
   }
 
+  /// Whether any completion is still to come that would free room.
+  bool completions_expected() const noexcept {
+    return slots_.in_use() != 0 || cancels_in_flight_ != 0 || link_timeouts_in_flight_ != 0 ||
+           files_.awaiting_tag() != 0 || buffers_.awaiting_tag() != 0;
+  }
+
   /// Completions the CQ can still take beyond what is in flight.
   unsigned cq_room() const noexcept {
     const unsigned in_flight = slots_.in_use() + cancels_in_flight_ + link_timeouts_in_flight_ +
-                               files_.live() + buffers_.live() + (state_->wait().armed() ? 1U : 0U);
+                               files_.awaiting_tag() + buffers_.awaiting_tag() +
+                               (state_->wait().armed() ? 1U : 0U);
     const unsigned limit = ring_.cq_entries();
     return in_flight >= limit - internal_reserve ? 0U : limit - internal_reserve - in_flight;
   }
@@ -444,6 +457,8 @@ private:
   unsigned link_timeouts_in_flight_ = 0;
   // Ops of the chain being pulled that producers have not published yet.
   unsigned chain_members_missing_ = 0;
+  // The last pull stopped at an envelope that needs more room than is free.
+  bool head_waits_for_room_ = false;
 };
 
 }  // namespace i2o2

@@ -42,11 +42,15 @@ public:
     return index < entries_.size() && entries_[index].state == slot_state::registered;
   }
   /// Unregistered: the guard stays until `on_tag`.
-  void release(std::uint32_t index) noexcept { entries_[index].state = slot_state::releasing; }
+  void release(std::uint32_t index) noexcept {
+    entries_[index].state = slot_state::releasing;
+    ++awaiting_tag_;
+  }
 
   /// The tag CQE for `index`: the kernel no longer uses the old resource.
   void on_tag(std::uint32_t index) noexcept {
-    if (index >= entries_.size() || entries_[index].state != slot_state::releasing) return;
+    if (index >= entries_.size() || entries_[index].state == slot_state::free) return;
+    if (entries_[index].state == slot_state::releasing) --awaiting_tag_;
     entries_[index].guard.reset();
     entries_[index].state = slot_state::free;
     free_.push_back(index);
@@ -55,6 +59,8 @@ public:
 
   /// Registered or awaiting a tag CQE.
   std::uint32_t live() const noexcept { return live_; }
+  /// Unregistered, tag CQE still to come (each will take a CQE).
+  std::uint32_t awaiting_tag() const noexcept { return awaiting_tag_; }
 
   /// Calls `f(index)` for every registered slot (for shutdown).
   template <class F>
@@ -72,6 +78,7 @@ private:
   std::vector<entry> entries_;
   std::vector<std::uint32_t> free_;
   std::uint32_t live_ = 0;
+  std::uint32_t awaiting_tag_ = 0;
 };
 
 }  // namespace i2o2::detail

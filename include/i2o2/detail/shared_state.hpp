@@ -16,6 +16,7 @@
 
 #include "../errors.hpp"
 #include "cpu_relax.hpp"
+#include "dekker_fence.hpp"
 #include "futex.hpp"
 #include "kernel_features.hpp"
 
@@ -76,7 +77,7 @@ public:
       }
       const std::uint32_t epoch = space_epoch_.load(std::memory_order_acquire);
       space_waiters_.fetch_add(1, std::memory_order_seq_cst);
-      std::atomic_thread_fence(std::memory_order_seq_cst);
+      dekker_fence(space_waiters_);
       const bool closed = (gate_.load(std::memory_order_acquire) & closed_bit) != 0;
       if (!closed && !queue_.try_push_many(items)) {
         futex_wait(space_epoch_, epoch);
@@ -134,10 +135,10 @@ public:
   /// stays awake.
   bool announce_park() noexcept {
     parked_.store(1, std::memory_order_relaxed);
-    // seq_cst fence: the store above is ordered before the queue re-check,
-    // pairing with the producer's fence between publishing and reading
-    // `parked_` (Dekker). Without it a push could slip between them unseen.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    // The store above is ordered before the queue re-check, pairing with the
+    // producer's fence between publishing and reading `parked_` (Dekker).
+    // Without it a push could slip between them unseen.
+    dekker_fence(parked_);
     // The gate too: a close() that ran since the loop last looked found
     // nobody parked and sent no wake, so it must be seen here.
     if (!queue_.empty() || (gate_.load(std::memory_order_relaxed) & closed_bit) != 0) {
@@ -150,7 +151,7 @@ public:
 
   /// Scheduler: after popping, let producers waiting for space retry.
   void signal_space() noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    dekker_fence(space_waiters_);
     if (space_waiters_.load(std::memory_order_relaxed) == 0) return;
     space_epoch_.fetch_add(1, std::memory_order_release);
     futex_wake(space_epoch_);
@@ -182,7 +183,7 @@ private:
 
   void wake_scheduler() noexcept {
     // Pairs with the fence in announce_park().
-    std::atomic_thread_fence(std::memory_order_seq_cst);
+    dekker_fence(parked_);
     if (parked_.load(std::memory_order_relaxed) != 0 && parked_.exchange(0, std::memory_order_acq_rel) != 0)
       wait_.notify();
   }
