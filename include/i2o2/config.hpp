@@ -39,6 +39,11 @@ struct config {
   /// Slots of the sparse registered-buffer table (0: none).
   std::uint32_t registered_buffers = 0;
 
+  /// How long an idle scheduler polls its queue before parking. Catching a
+  /// submit that arrives within it spares the client a wake syscall and
+  /// the scheduler a wake-up; zero parks at once (no CPU burnt when idle).
+  std::chrono::microseconds idle_spin{10};
+
   /// Pin the scheduler thread to this CPU (`spawn` only).
   std::optional<unsigned> cpu_affinity{};
   /// Name of the scheduler thread (`spawn` only; at most 15 characters).

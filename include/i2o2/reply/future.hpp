@@ -10,6 +10,8 @@
 #include "../errors.hpp"
 #include "concept.hpp"
 
+#include <sched.h>
+
 #include <atomic>
 #include <chrono>
 #include <coroutine>
@@ -184,6 +186,13 @@ private:
   /// cores, where spinners would starve the scheduler thread itself).
   bool wait_until_ready(const timespec* timeout) const noexcept {
     if (detail::adaptive_spin::run([this] { return is_ready(); })) return true;
+    // Oversubscribed (more clients than cores): hand the core over a few
+    // times before sleeping; the scheduler thread usually runs and
+    // completes us, sparing a futex sleep and wake.
+    for (int round = 0; round < 12; ++round) {
+      ::sched_yield();
+      if (is_ready()) return true;
+    }
     auto flags = state_->flags.fetch_or(detail::future_state::sleeper, std::memory_order_acq_rel);
     if (flags & detail::future_state::ready) return true;
     detail::futex_wait(state_->flags, flags | detail::future_state::sleeper, timeout);

@@ -1,0 +1,97 @@
+// Baseline blocking: plain syscall loops on the client threads themselves,
+// no queue and no other thread.
+//
+//   randread  one thread per read in flight (clients x qd threads), each
+//             looping pread; that is how blocking code gets a queue depth
+//   seqwrite  one thread, a pwrite loop over the file (qd 1)
+//   append    one thread, pwrite + fdatasync in a loop
+
+#include "cases.hpp"
+#include "data_files.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace bench {
+
+namespace {
+
+constexpr const char* impl = "blocking";
+
+int result_of(ssize_t result) { return result < 0 ? -errno : static_cast<int>(result); }
+
+rep_result randread(const plan& p, read_config config, std::chrono::milliseconds duration) {
+  const file_descriptor file(p.read_file, O_RDONLY | O_DIRECT);
+  const std::uint64_t blocks = p.read_file_size / read_block;
+  const unsigned threads = config.clients * config.qd;
+  const run_length length{duration, samples_for(2e5, duration, threads, 1), 1};
+  const auto result = run_clients(threads, length, [&](unsigned index) {
+    return [&, index](const std::atomic<bool>& stop, client_meter& meter) {
+      const aligned_buffer buffer(read_block);
+      random_blocks offsets(index + 1, blocks);
+      while (!stop.load(std::memory_order_relaxed)) {
+        const auto started = meter.start();
+        const auto offset = static_cast<off_t>(offsets.next() * read_block);
+        expect_result(result_of(::pread(file.get(), buffer.data(), read_block, offset)), read_block, impl);
+        meter.finish(started);
+      }
+    };
+  });
+  return with_bytes(result, read_block);
+}
+
+rep_result seqwrite(const plan& p, unsigned block) {
+  const file_descriptor file(p.write_file, O_WRONLY);
+  const std::uint64_t count = p.write_size / block;
+  const run_length length{std::nullopt, count + 16, 1};
+  const auto result = run_clients(1, length, [&](unsigned) {
+    return [&](const std::atomic<bool>&, client_meter& meter) {
+      const aligned_buffer buffer(block);
+      for (std::uint64_t i = 0; i < count; ++i) {
+        const auto started = meter.start();
+        const auto offset = static_cast<off_t>(i * block);
+        expect_result(result_of(::pwrite(file.get(), buffer.data(), block, offset)), static_cast<int>(block),
+                      impl);
+        meter.finish(started);
+      }
+    };
+  });
+  ::fdatasync(file.get());  // untimed: the next repetition starts from clean pages
+  return with_bytes(result, block);
+}
+
+rep_result append(const plan& p, std::chrono::milliseconds duration) {
+  reset_append_file(p.append_file);
+  const file_descriptor file(p.append_file, O_WRONLY);
+  const run_length length{duration, samples_for(1e5, duration, 1, 1), 1};
+  const auto result = run_clients(1, length, [&](unsigned) {
+    return [&](const std::atomic<bool>& stop, client_meter& meter) {
+      const aligned_buffer buffer(append_block);
+      for (off_t offset = 0; !stop.load(std::memory_order_relaxed); offset += append_block) {
+        const auto started = meter.start();
+        expect_result(result_of(::pwrite(file.get(), buffer.data(), append_block, offset)), append_block,
+                      impl);
+        expect_result(::fdatasync(file.get()) == 0 ? 0 : -errno, 0, impl);
+        meter.finish(started);
+      }
+    };
+  });
+  return with_bytes(result, append_block);
+}
+
+}  // namespace
+
+void add_blocking_cases(std::vector<bench_case>& cases, const plan& p) {
+  for (const read_config config : read_configs)
+    cases.push_back({"randread", impl, config.clients, config.qd, read_block,
+                     [&p, config](auto duration) { return randread(p, config, duration); }, p.io_duration});
+  for (const unsigned block : write_blocks)
+    cases.push_back({"seqwrite", impl, 1, 1, block, [&p, block](auto) { return seqwrite(p, block); },
+                     p.io_duration, false});
+  cases.push_back({"append", impl, 1, 1, append_block, [&p](auto duration) { return append(p, duration); },
+                   p.io_duration});
+}
+
+}  // namespace bench

@@ -1,0 +1,135 @@
+#include "data_files.hpp"
+
+#include "measure.hpp"
+
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+namespace bench {
+
+namespace {
+
+// Files to remove at exit. Fixed-size C strings so the signal handler can
+// unlink them without allocating.
+constexpr std::size_t max_files = 8;
+char registered[max_files][4096];
+volatile std::sig_atomic_t registered_count = 0;
+
+void remove_registered() noexcept {
+  for (std::sig_atomic_t i = 0; i < registered_count; ++i)
+    if (registered[i][0] != '\0') ::unlink(registered[i]);
+}
+
+extern "C" void on_signal(int signal) {
+  remove_registered();
+  std::signal(signal, SIG_DFL);
+  std::raise(signal);
+}
+
+void remember(const std::string& path) {
+  static std::once_flag hooks;
+  std::call_once(hooks, [] {
+    std::atexit(remove_registered);
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+  });
+  if (registered_count == static_cast<std::sig_atomic_t>(max_files)) fail("too many data files");
+  if (path.size() >= sizeof(registered[0])) fail("data file path too long: " + path);
+  std::memcpy(registered[registered_count], path.c_str(), path.size() + 1);
+  registered_count = registered_count + 1;
+}
+
+void write_all(int fd, const std::byte* data, std::size_t size, std::uint64_t offset,
+               const std::string& path) {
+  while (size != 0) {
+    const ssize_t written = ::pwrite(fd, data, size, static_cast<off_t>(offset));
+    if (written < 0 && errno == EINTR) continue;
+    if (written <= 0) fail("writing " + path + ": " + std::strerror(errno));
+    data += written;
+    size -= static_cast<std::size_t>(written);
+    offset += static_cast<std::uint64_t>(written);
+  }
+}
+
+void sync_or_fail(int fd, const std::string& path) {
+  if (::fsync(fd) != 0) fail("fsync " + path + ": " + std::strerror(errno));
+}
+
+}  // namespace
+
+void create_data_file(const std::string& path, std::uint64_t size) {
+  const file_descriptor fd(path, O_WRONLY | O_CREAT | O_TRUNC);
+  constexpr std::size_t chunk = 1 << 20;
+  std::vector<std::uint64_t> words(chunk / sizeof(std::uint64_t));
+  std::uint64_t state = 0x9e3779b97f4a7c15ULL;
+  for (std::uint64_t offset = 0; offset < size; offset += chunk) {
+    for (auto& word : words) {  // xorshift64: fast, and incompressible enough
+      state ^= state << 13;
+      state ^= state >> 7;
+      state ^= state << 17;
+      word = state;
+    }
+    const auto length = static_cast<std::size_t>(std::min<std::uint64_t>(chunk, size - offset));
+    write_all(fd.get(), reinterpret_cast<const std::byte*>(words.data()), length, offset, path);
+  }
+  sync_or_fail(fd.get(), path);
+}
+
+file_descriptor::file_descriptor(const std::string& path, int flags)
+    : fd_(::open(path.c_str(), flags, 0644)) {
+  if (fd_ < 0) fail("open " + path + ": " + std::strerror(errno));
+}
+
+file_descriptor::~file_descriptor() { ::close(fd_); }
+
+void check_data_dir(const std::string& dir) {
+  struct statfs info {};
+  if (::statfs(dir.c_str(), &info) != 0) fail("--data-dir " + dir + ": " + std::strerror(errno));
+  const auto type = static_cast<unsigned long>(info.f_type);
+  if (type == TMPFS_MAGIC || type == RAMFS_MAGIC)
+    fail("--data-dir " + dir +
+         " is on tmpfs/ramfs: O_DIRECT reads and buffered writes would not touch a disk; "
+         "pick a directory on a disk (the default is the current directory)");
+  const std::string probe = data_path(dir, "probe");
+  const int fd = ::open(probe.c_str(), O_RDWR | O_CREAT | O_DIRECT, 0644);
+  const int error = errno;
+  if (fd >= 0) ::close(fd);
+  remove_data_file(probe);
+  if (fd < 0) fail("--data-dir " + dir + " does not take O_DIRECT files: " + std::strerror(error));
+}
+
+std::string data_path(const std::string& dir, const std::string& name) {
+  std::string path = dir + "/i2o2-bench." + std::to_string(::getpid()) + "." + name;
+  remember(path);
+  return path;
+}
+
+void reset_append_file(const std::string& path) {
+  const file_descriptor fd(path, O_WRONLY | O_CREAT | O_TRUNC);
+  // Room for the repetition without growing the allocation op by op; the
+  // size (and so fdatasync's metadata) still grows with every append.
+  constexpr off_t room = 64 << 20;
+  if (::fallocate(fd.get(), FALLOC_FL_KEEP_SIZE, 0, room) != 0 && errno != EOPNOTSUPP)
+    fail("fallocate " + path + ": " + std::strerror(errno));
+  sync_or_fail(fd.get(), path);
+}
+
+void remove_data_file(const std::string& path) {
+  ::unlink(path.c_str());
+  for (std::sig_atomic_t i = 0; i < registered_count; ++i)
+    if (path == registered[i]) registered[i][0] = '\0';
+}
+
+}  // namespace bench

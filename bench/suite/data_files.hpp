@@ -1,0 +1,47 @@
+#pragma once
+/// The files the IO workloads use: where they may live (on a disk, never on
+/// tmpfs, where O_DIRECT and the page cache mean nothing), how they are
+/// created and prepared before timing, and their removal — also when the
+/// run fails or is interrupted.
+
+#include <cstdint>
+#include <string>
+
+namespace bench {
+
+/// An open file descriptor, closed on destruction.
+class file_descriptor {
+public:
+  /// Opens `path` with `flags`; fails the run when it cannot.
+  file_descriptor(const std::string& path, int flags);
+  file_descriptor(const file_descriptor&) = delete;
+  file_descriptor& operator=(const file_descriptor&) = delete;
+  ~file_descriptor();
+  int get() const noexcept { return fd_; }
+
+private:
+  int fd_;
+};
+
+/// Fails the run unless `dir` is a directory on a real file system (not
+/// tmpfs/ramfs) that accepts O_DIRECT.
+void check_data_dir(const std::string& dir);
+
+/// `dir`/i2o2-bench.<pid>.<name>, remembered for removal at exit.
+std::string data_path(const std::string& dir, const std::string& name);
+
+/// Creates `path` with `size` bytes of pseudo-random data, synced. For
+/// randread: written data (neither the file system nor a thin-provisioned
+/// disk can answer a read of it without reading). For seqwrite: the blocks
+/// are allocated and the page cache holds every page, so timed rewrites
+/// measure writing, not first-touch allocation.
+void create_data_file(const std::string& path, std::uint64_t size);
+
+/// Before an append repetition (untimed): truncates to 0 and preallocates
+/// room beyond the end (FALLOC_FL_KEEP_SIZE), synced.
+void reset_append_file(const std::string& path);
+
+/// Removes `path` now (and forgets it).
+void remove_data_file(const std::string& path);
+
+}  // namespace bench
