@@ -213,6 +213,8 @@ private:
     int error = 0;
     if (envelope.op.needs_sqe128 && !state_->sqe128())
       error = result_of(errc::needs_sqe128);
+    else if (envelope.op.timeout_ns != 0 && state_->max_chain_length() < 2)
+      error = result_of(errc::batch_too_large);  // op + LINK_TIMEOUT: two SQEs on a one-SQE ring
     else if (!detail::kernel_features::get().has_opcode(envelope.op.sqe().opcode))
       error = result_of(errc::unsupported_op);
     if (error == 0) return false;

@@ -156,7 +156,10 @@ private:
   /// take their completions; a chain goes in whole or waits at the front.
   void pull() noexcept {
     head_waits_for_room_ = false;
-    unsigned budget = std::min(ring_.sq_space_left(), cq_room());
+    // Members of a chain whose head an earlier pull took were budgeted then:
+    // their SQEs are not free for anything else.
+    const unsigned free_now = std::min(ring_.sq_space_left(), cq_room());
+    unsigned budget = free_now > chain_members_missing_ ? free_now - chain_members_missing_ : 0U;
     const auto consume = [&](envelope_type& envelope) noexcept {
       if (envelope.kind != detail::envelope_kind::op) return control(envelope, budget);
       if (envelope.chain_length == 0) {  // a chain member: budgeted with its head
@@ -298,15 +301,18 @@ private:
   void submit_or_wait(bool closing) noexcept {
     if (!nothing_queued()) {
       // More to pull: don't sleep, unless what is at the front cannot fit
-      // yet (the CQ budget is spent, or a chain needs more room than is
-      // free), in which case only a completion can make room.
-      const bool must_wait = (cq_room() == 0 || head_waits_for_room_) && completions_expected();
+      // yet and only a completion can make room: the CQ budget is spent, or
+      // the SQ is already handed to the kernel (were SQEs still pending,
+      // submitting them would free SQ room without waiting for anything).
+      const bool cq_bound = cq_room() == 0 || (head_waits_for_room_ && ring_.sq_pending() == 0);
+      const bool must_wait = cq_bound && completions_expected();
       enter(must_wait ? 1U : 0U);
       return;
     }
     if (closing) {
-      const bool awaiting_cqes =
-          slots_.in_use() != 0 || link_timeouts_in_flight_ != 0 || files_.live() != 0 || buffers_.live() != 0;
+      // Registered resources are not waited for here: the loop unregisters
+      // them once drained, and then waits for their tag CQEs.
+      const bool awaiting_cqes = completions_expected();
       if (!state_->closed_and_quiet() || !awaiting_cqes) {
         enter(0);  // a producer is mid-push, or nothing left to wait for
         if (!state_->closed_and_quiet()) ::sched_yield();

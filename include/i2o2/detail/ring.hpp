@@ -89,7 +89,9 @@ public:
       if (result == -EINVAL) result = init(cfg, flags);
     }
     if (result < 0)
-      throw std::system_error(-result, std::system_category(), "i2o2: io_uring_queue_init failed");
+      throw std::system_error(-result, std::system_category(),
+                              "i2o2: io_uring_queue_init failed for the setup flags " +
+                                  describe_flags(flags) + " (the kernel may refuse this combination)");
   }
 
   ring(const ring&) = delete;
@@ -200,6 +202,14 @@ public:
   int fd() const noexcept { return ring_.ring_fd; }
 
 private:
+  static std::string describe_flags(std::uint32_t flags) {
+    std::string names;
+    for (const auto& info : known_setup_flags)
+      if ((flags & info.flag) != 0 && info.flag != IORING_SETUP_CQSIZE)
+        names += (names.empty() ? "" : "|") + std::string(info.name);
+    return names.empty() ? "(none)" : names;
+  }
+
   int init(const config& cfg, std::uint32_t flags) noexcept {
     if (const int error = injected_setup_error()) return -error;
     io_uring_params params;

@@ -1,0 +1,441 @@
+// Fuzz target: a byte string decodes into a small config and a sequence of
+// ops run against the real kernel on one scheduler (i2o2::spawn). The
+// guarantees of DESIGN.md are the oracles:
+//  G1  every guard is destroyed exactly once (a counting guard);
+//  G2  never while its op's reply is unresolved, and never before the kernel
+//      is done: one parked pipe read goes into an mmap'd page whose guard
+//      revokes the page (PROT_NONE) when it dies, so an early release makes
+//      the read fail with -EFAULT;
+//  G3  an unsupported opcode resolves at once with errc::unsupported_op;
+//  G5/R1 every reply resolves (bounded wait: a hang is a finding), with the
+//      predicted result; after stop every guard is gone;
+//  G6  dropping a reply frees nothing early.
+// Each op is predictable because reads parked on a pipe are waited for
+// (through their guard) as soon as the pipe is fed.
+#include "fuzz_common.hpp"
+
+#include <i2o2/i2o2.hpp>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr auto resolve_bound = 10s;
+constexpr std::size_t page_size = 4096;
+
+/// What the fuzzer knows about one submitted op.
+struct op_record {
+  std::atomic<int> destroyed{0};
+  /// Set once submit returned and the reply is stored; read by the guard.
+  std::atomic<const i2o2::future_reply*> published{nullptr};
+  std::optional<i2o2::future_reply> reply;
+  std::optional<int> expected;  ///< the predicted result, if predictable now
+  const char* what = "op";
+  std::array<char, 64> buffer{};
+};
+
+/// Counts its destruction in its record; when it holds the page, revokes it.
+class counting_guard {
+public:
+  counting_guard(op_record* record, void* page) noexcept : record_(record), page_(page) {}
+  counting_guard(counting_guard&& other) noexcept
+      : record_(std::exchange(other.record_, nullptr)), page_(std::exchange(other.page_, nullptr)) {}
+  counting_guard& operator=(counting_guard&& other) noexcept {
+    std::swap(record_, other.record_);
+    std::swap(page_, other.page_);
+    return *this;
+  }
+  ~counting_guard() {
+    if (record_ == nullptr) return;
+    const auto* reply = record_->published.load(std::memory_order_acquire);
+    if (reply != nullptr && !reply->is_ready())
+      fuzz_fail("G2: the guard of a %s was destroyed before its reply resolved", record_->what);
+    if (page_ != nullptr) ::mprotect(page_, page_size, PROT_NONE);
+    if (record_->destroyed.fetch_add(1, std::memory_order_acq_rel) != 0)
+      fuzz_fail("G1: the guard of a %s was destroyed twice", record_->what);
+  }
+
+private:
+  op_record* record_;
+  void* page_;
+};
+
+char* detector_page() {
+  static void* page =
+      ::mmap(nullptr, page_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) fuzz_fail("mmap failed: %s", std::strerror(errno));
+  return static_cast<char*>(page);
+}
+
+int temp_file() {
+  static int fd = [] {
+    char path[] = "/tmp/i2o2-fuzz-XXXXXX";
+    const int created = ::mkstemp(path);
+    if (created < 0) fuzz_fail("mkstemp failed: %s", std::strerror(errno));
+    ::unlink(path);
+    return created;
+  }();
+  return fd;
+}
+
+/// I2O2_FUZZ_TRACE=1: print the decoded config and steps (for reproducers).
+bool trace() {
+  static const bool enabled = std::getenv("I2O2_FUZZ_TRACE") != nullptr;
+  return enabled;
+}
+
+bool known_bugs() {
+  static const bool enabled = [] {
+    const char* value = std::getenv("I2O2_FUZZ_KNOWN_BUGS");
+    return value != nullptr && *value == '1';
+  }();
+  return enabled;
+}
+
+bool wait_destroyed(const op_record& record) {
+  const auto deadline = std::chrono::steady_clock::now() + resolve_bound;
+  while (record.destroyed.load(std::memory_order_acquire) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(50us);
+  }
+  return true;
+}
+
+int wait_reply(const i2o2::future_reply& reply, const char* what) {
+  const auto result = reply.wait_for(resolve_bound);
+  if (!result) fuzz_fail("R1: a %s did not resolve within 10 s", what);
+  return *result;
+}
+
+struct pipe_state {
+  int read_end = -1;
+  int write_end = -1;
+  std::deque<char> buffered;      ///< bytes fed and not read yet
+  op_record* parked = nullptr;    ///< the read waiting on the pipe, if any
+  std::uint32_t parked_len = 0;
+  bool parked_on_page = false;
+};
+
+class run {
+public:
+  explicit run(FuzzedDataProvider& input) : input_(input) {}
+
+  void go() {
+    i2o2::config cfg;
+    cfg.ring_depth = 1U << input_.ConsumeIntegralInRange<unsigned>(0, 4);
+    // Known library bug (scheduler.hpp, submit_or_wait): when the SQ is the
+    // limit (head_waits_for_room_), the scheduler submits and then waits for
+    // a completion, though submitting alone made room; if every op in flight
+    // is parked, ops queued behind them (and stop) hang. Shallow rings hit it
+    // with two parked reads; I2O2_FUZZ_KNOWN_BUGS=1 keeps them.
+    if (!known_bugs()) cfg.ring_depth = std::max(cfg.ring_depth, 4U);
+    cfg.queue_capacity = input_.ConsumeIntegralInRange<std::uint32_t>(1, 64);
+    cfg.idle_spin = std::chrono::microseconds(input_.ConsumeBool() ? 0 : 10);
+    cfg.shutdown_deadline = 2s;
+    ring_depth_ = cfg.ring_depth;
+    if (trace())
+      std::fprintf(stderr, "op_sequence: ring_depth %u, queue_capacity %u\n", cfg.ring_depth, cfg.queue_capacity);
+
+    for (auto& p : pipes_) {
+      int fds[2];
+      if (::pipe(fds) != 0) fuzz_fail("pipe failed: %s", std::strerror(errno));
+      p.read_end = fds[0];
+      p.write_end = fds[1];
+    }
+    {
+      auto [owner, handle] = i2o2::spawn(cfg);
+      const int ops = input_.ConsumeIntegralInRange(0, 64);
+      for (int i = 0; i < ops && input_.remaining_bytes() > 0; ++i)
+        step(handle);
+      finish(owner, handle);
+    }
+    check_all();
+    for (auto& p : pipes_) {
+      ::close(p.read_end);
+      ::close(p.write_end);
+    }
+  }
+
+private:
+  op_record& record(const char* what) {
+    auto& r = records_.emplace_back();
+    r.what = what;
+    return r;
+  }
+  static void publish(op_record& r, i2o2::future_reply reply) {
+    r.reply.emplace(std::move(reply));
+    r.published.store(&*r.reply, std::memory_order_release);
+  }
+  static void expect_now(op_record& r, int expected) {
+    const int got = wait_reply(*r.reply, r.what);
+    if (got != expected) fuzz_fail("%s resolved with %d, expected %d", r.what, got, expected);
+  }
+
+  void step(i2o2::handle& handle) {
+    const int kind = input_.ConsumeIntegralInRange(0, 8);
+    if (trace()) std::fprintf(stderr, "op_sequence: step %d\n", kind);
+    switch (kind) {
+    case 0: {  // guarded nop, reply kept and checked at the end
+      auto& r = record("guarded nop");
+      r.expected = 0;
+      publish(r, handle.submit(i2o2::op::nop{}, counting_guard(&r, nullptr)));
+      break;
+    }
+    case 1: read_pipe(handle); break;
+    case 2: feed_pipe(); break;
+    case 3: write_read_back(handle); break;
+    case 4: {  // a dropped reply frees nothing early (G6)
+      auto& r = record("nop with dropped reply");
+      (void)handle.submit(i2o2::op::nop{}, counting_guard(&r, nullptr));
+      break;
+    }
+    case 5: cancel_parked(handle); break;
+    case 6: timed(handle); break;
+    case 7: chain(handle); break;
+    case 8: {  // an opcode the kernel lacks resolves at once, guard released (G3)
+      auto& r = record("unsupported op");
+      i2o2::op::raw raw;
+      raw.image = i2o2::prepared_op::with_opcode(250);
+      publish(r, handle.submit(raw, counting_guard(&r, nullptr)));
+      if (!r.reply->is_ready()) fuzz_fail("G3: an unsupported op did not resolve at once");
+      expect_now(r, i2o2::result_of(i2o2::errc::unsupported_op));
+      if (r.destroyed.load() != 1) fuzz_fail("G3: the guard of an unsupported op was not released");
+      break;
+    }
+    }
+  }
+
+  void read_pipe(i2o2::handle& handle) {
+    auto& p = pipes_[input_.ConsumeIntegralInRange(0, 1)];
+    const auto len = input_.ConsumeIntegralInRange<std::uint32_t>(1, 32);
+    const bool keep_reply = input_.ConsumeBool();
+    if (p.parked != nullptr) return;  // at most one parked read per pipe
+    const bool on_page = !page_busy_ && input_.ConsumeBool();
+    auto& r = record(on_page ? "pipe read into the detector page" : "pipe read");
+    char* target = r.buffer.data();
+    if (on_page) {
+      if (::mprotect(detector_page(), page_size, PROT_READ | PROT_WRITE) != 0) fuzz_fail("mprotect failed");
+      target = detector_page();
+      page_busy_ = true;
+    }
+    auto reply = handle.submit(i2o2::op::read{.file = p.read_end, .buf = target, .len = len},
+                               counting_guard(&r, on_page ? detector_page() : nullptr));
+    if (keep_reply) publish(r, std::move(reply));  // else it is dropped (G6)
+    if (!p.buffered.empty()) {
+      // Data is waiting: the read completes at once with what is there.
+      const std::uint32_t n = std::min<std::size_t>(len, p.buffered.size());
+      if (!wait_destroyed(r)) fuzz_fail("R1: a read of a non-empty pipe did not complete");
+      if (r.reply) expect_now(r, static_cast<int>(n));
+      check_data(p, target, n, on_page, r.what);
+      if (on_page) page_busy_ = false;
+      r.expected = static_cast<int>(n);
+      return;
+    }
+    p.parked = &r;
+    p.parked_len = len;
+    p.parked_on_page = on_page;
+  }
+
+  void check_data(pipe_state& p, const char* target, std::uint32_t n, bool on_page, const char* what) {
+    if (on_page && ::mprotect(detector_page(), page_size, PROT_READ | PROT_WRITE) != 0) fuzz_fail("mprotect");
+    for (std::uint32_t i = 0; i < n; ++i) {
+      if (target[i] != p.buffered.front()) fuzz_fail("%s: byte %u differs from what was fed", what, i);
+      p.buffered.pop_front();
+    }
+  }
+
+  void feed_pipe() {
+    auto& p = pipes_[input_.ConsumeIntegralInRange(0, 1)];
+    const auto n = input_.ConsumeIntegralInRange<std::uint32_t>(1, 32);
+    if (p.buffered.size() + n > 2048) return;
+    std::array<char, 32> bytes{};
+    for (std::uint32_t i = 0; i < n; ++i)
+      bytes[i] = static_cast<char>(next_byte_++);
+    if (::write(p.write_end, bytes.data(), n) != static_cast<ssize_t>(n)) fuzz_fail("feeding a pipe failed");
+    p.buffered.insert(p.buffered.end(), bytes.begin(), bytes.begin() + n);
+    if (p.parked == nullptr) return;
+    // The parked read completes now; wait for it (through its guard, so a
+    // dropped reply works too) to keep the pipe's contents predictable.
+    op_record& r = *p.parked;
+    if (!wait_destroyed(r)) fuzz_fail("R1: a parked read was not completed by feeding its pipe");
+    const std::uint32_t got = std::min<std::size_t>(p.parked_len, p.buffered.size());
+    if (r.reply) {
+      const int result = wait_reply(*r.reply, r.what);
+      if (result == -EFAULT) fuzz_fail("G2: %s failed with -EFAULT: its guard died early", r.what);
+      if (result != static_cast<int>(got)) fuzz_fail("%s resolved with %d, expected %u", r.what, result, got);
+    }
+    check_data(p, p.parked_on_page ? detector_page() : r.buffer.data(), got, p.parked_on_page, r.what);
+    r.expected = static_cast<int>(got);
+    if (p.parked_on_page) page_busy_ = false;
+    p.parked = nullptr;
+  }
+
+  void write_read_back(i2o2::handle& handle) {
+    const auto offset = input_.ConsumeIntegralInRange<std::uint64_t>(0, 1 << 16);
+    const auto len = input_.ConsumeIntegralInRange<std::uint32_t>(1, 64);
+    auto& w = record("file write");
+    for (std::uint32_t i = 0; i < len; ++i)
+      w.buffer[i] = static_cast<char>(next_byte_++);
+    publish(w, handle.submit(i2o2::op::write{.file = temp_file(), .buf = w.buffer.data(), .len = len,
+                                             .offset = offset},
+                             counting_guard(&w, nullptr)));
+    expect_now(w, static_cast<int>(len));
+    w.expected = static_cast<int>(len);
+    auto& r = record("file read-back");
+    publish(r, handle.submit(i2o2::op::read{.file = temp_file(), .buf = r.buffer.data(), .len = len,
+                                            .offset = offset},
+                             counting_guard(&r, nullptr)));
+    expect_now(r, static_cast<int>(len));
+    r.expected = static_cast<int>(len);
+    if (std::memcmp(r.buffer.data(), w.buffer.data(), len) != 0) fuzz_fail("read-back differs from write");
+  }
+
+  void cancel_parked(i2o2::handle& handle) {
+    auto& p = pipes_[input_.ConsumeIntegralInRange(0, 1)];
+    if (p.parked == nullptr || !p.parked->reply) return;
+    op_record& r = *p.parked;
+    auto cancel = handle.cancel(*r.reply);
+    const int cancel_result = wait_reply(cancel, "cancel");
+    if (cancel_result != 0) fuzz_fail("cancel of a parked read resolved with %d, expected 0", cancel_result);
+    expect_now(r, -ECANCELED);
+    r.expected = -ECANCELED;
+    if (!wait_destroyed(r)) fuzz_fail("G1: the guard of a cancelled read was not released");
+    if (p.parked_on_page) page_busy_ = false;
+    p.parked = nullptr;
+  }
+
+  void timed(i2o2::handle& handle) {
+    auto& p = pipes_[input_.ConsumeIntegralInRange(0, 1)];
+    const auto ms = input_.ConsumeIntegralInRange(1, 3);
+    // Known library bug: on a ring of depth 1 an op with a timeout needs two
+    // SQEs (the op and its LINK_TIMEOUT) but the SQ has one, so it waits at
+    // the head of the queue forever (and so does stop). Skipped until fixed;
+    // I2O2_FUZZ_KNOWN_BUGS=1 in the environment exercises it anyway.
+    if (ring_depth_ == 1 && !known_bugs()) return;
+    if (p.parked == nullptr && p.buffered.empty()) {
+      // Nothing will come: the deadline cancels the read.
+      auto& r = record("timed pipe read");
+      publish(r, handle.submit(i2o2::op::read{.file = p.read_end, .buf = r.buffer.data(), .len = 8,
+                                              .options = {.timeout = std::chrono::milliseconds(ms)}},
+                               counting_guard(&r, nullptr)));
+      expect_now(r, -ECANCELED);
+      r.expected = -ECANCELED;
+    } else {
+      auto& r = record("timed nop");
+      r.expected = 0;
+      publish(r, handle.submit(i2o2::op::nop{.options = {.timeout = 1s}}, counting_guard(&r, nullptr)));
+    }
+  }
+
+  void chain(i2o2::handle& handle) {
+    const auto offset = input_.ConsumeIntegralInRange<std::uint64_t>(0, 1 << 16);
+    const auto len = input_.ConsumeIntegralInRange<std::uint32_t>(1, 64);
+    auto& w = record("chained write");
+    auto& f = record("chained fsync");
+    for (std::uint32_t i = 0; i < len; ++i)
+      w.buffer[i] = static_cast<char>(next_byte_++);
+    const std::array<i2o2::prepared_op, 2> ops{
+        i2o2::op::write{.file = temp_file(), .buf = w.buffer.data(), .len = len, .offset = offset},
+        i2o2::op::fsync{.file = temp_file(), .data_only = true}};
+    std::array<i2o2::any_guard, 2> guards{counting_guard(&w, nullptr), counting_guard(&f, nullptr)};
+    std::vector<i2o2::future_reply> replies;
+    try {
+      replies = handle.submit_chain(ops, guards);
+    } catch (const std::system_error& error) {
+      // A ring of depth 1 cannot take a chain of 2; the guards stay here.
+      if (error.code() != i2o2::errc::batch_too_large || ring_depth_ >= 2)
+        fuzz_fail("submit_chain threw unexpectedly: %s", error.what());
+      for (auto& guard : guards)
+        if (!guard.has_value()) fuzz_fail("a refused chain took a guard");
+      return;  // the guards die with the array, once each
+    }
+    w.expected = static_cast<int>(len);
+    f.expected = 0;
+    publish(w, std::move(replies[0]));
+    publish(f, std::move(replies[1]));
+    // Known library bug (scheduler.hpp, pull): chain members placed in a
+    // later pull than their head are not charged to that pull's SQ budget,
+    // so an op pulled right after them can find no SQE (a timed op aborts
+    // in place()). Waiting for the chain here keeps later ops out of that
+    // window; I2O2_FUZZ_KNOWN_BUGS=1 leaves it open.
+    if (!known_bugs()) {
+      wait_reply(*w.reply, w.what);
+      wait_reply(*f.reply, f.what);
+    }
+  }
+
+  void finish(i2o2::scheduler_thread<i2o2::default_scheduler>& owner, i2o2::handle& handle) {
+    if (input_.ConsumeBool()) {
+      // Feed every parked read to completion.
+      for (auto& p : pipes_) {
+        if (p.parked == nullptr) continue;
+        op_record& r = *p.parked;
+        std::vector<char> bytes(p.parked_len, 'x');
+        if (::write(p.write_end, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size()))
+          fuzz_fail("feeding a pipe failed");
+        if (!wait_destroyed(r)) fuzz_fail("R1: a parked read was not completed by feeding its pipe");
+        r.expected = static_cast<int>(p.parked_len);
+        p.parked = nullptr;
+      }
+    } else {
+      // Parked reads are cancelled by the shutdown deadline.
+      for (auto& p : pipes_)
+        if (p.parked != nullptr) p.parked->expected = -ECANCELED;
+    }
+    owner.stop(std::chrono::milliseconds(5));
+    if (!handle.closed()) fuzz_fail("G5: the handle is not closed after stop");
+    auto& late = record("nop after stop");
+    try {
+      (void)handle.submit(i2o2::op::nop{}, counting_guard(&late, nullptr));
+      fuzz_fail("G5: submit after stop did not throw scheduler_closed");
+    } catch (const i2o2::scheduler_closed&) {
+    }
+  }
+
+  void check_all() {
+    for (const auto& r : records_) {
+      const int destroyed = r.destroyed.load();
+      if (destroyed != 1) fuzz_fail("G1: the guard of a %s was destroyed %d times", r.what, destroyed);
+      if (!r.reply) continue;
+      if (!r.reply->is_ready()) fuzz_fail("R1/G5: a %s is unresolved after stop", r.what);
+      const int got = r.reply->wait();
+      if (got == -EFAULT) fuzz_fail("G2: %s failed with -EFAULT: its guard died early", r.what);
+      if (r.expected && got != *r.expected) fuzz_fail("%s resolved with %d, expected %d", r.what, got, *r.expected);
+    }
+  }
+
+  FuzzedDataProvider& input_;
+  std::deque<op_record> records_;
+  std::array<pipe_state, 2> pipes_;
+  std::uint32_t ring_depth_ = 0;
+  bool page_busy_ = false;
+  unsigned char next_byte_ = 1;
+};
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  FuzzedDataProvider input(data, size);
+  run(input).go();
+  return 0;
+}
