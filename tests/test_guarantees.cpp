@@ -901,7 +901,7 @@ TEST_CASE("W1: a push landing between the scheduler's empty check and its park a
           "[W1]") {
   i2o2_test::watchdog dog("W1 push inside the park window (a hang here is a lost wake-up)");
   hold_reset reset;
-  auto [owner, handle] = i2o2::spawn_scheduler<holding_scheduler>(i2o2::config{.ring_depth = 8});
+  auto [owner, handle] = i2o2::spawn_scheduler<holding_scheduler>(i2o2::config{.ring_depth = 8, .idle_spin = std::chrono::microseconds(0)});
   REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
   wait_until_scheduler_sleeps();  // idle, so the hold below lands where intended
 
@@ -920,7 +920,7 @@ TEST_CASE("W1: a push landing between the scheduler's empty check and its park a
 TEST_CASE("W1: a producer publishing after the scheduler went to sleep wakes it", "[W1]") {
   i2o2_test::watchdog dog("W1 publish after park (a hang here is a lost wake-up)");
   hold_reset reset;
-  auto [owner, handle] = i2o2::spawn_scheduler<holding_scheduler>(i2o2::config{.ring_depth = 8});
+  auto [owner, handle] = i2o2::spawn_scheduler<holding_scheduler>(i2o2::config{.ring_depth = 8, .idle_spin = std::chrono::microseconds(0)});
   REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
   wait_until_scheduler_sleeps();
 

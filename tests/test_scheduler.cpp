@@ -144,7 +144,10 @@ TEST_CASE("a close landing between the loop's check and its park is not lost", "
   i2o2_test::watchdog dog("close before park");
   using scheduler_type =
       i2o2::basic_scheduler<i2o2::queue::mpsc_ring, holding_eventfd, i2o2::reply::future, i2o2::any_guard>;
-  scheduler_type sched(i2o2::config{.ring_depth = 8, .shutdown_deadline = std::nullopt});
+  // No idle spin: the hold below relies on the scheduler submitting the nop
+  // in the same enter that parks it, so the re-arm after it is the held one.
+  scheduler_type sched(
+      i2o2::config{.ring_depth = 8, .idle_spin = std::chrono::microseconds(0), .shutdown_deadline = std::nullopt});
   std::thread runner([&] { sched.run(); });
   {
     auto handle = sched.handle();

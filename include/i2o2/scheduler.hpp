@@ -333,7 +333,7 @@ private:
       } else {
         enter(0);
       }
-    } else if (ring_.sq_pending() != 0) {
+    } else if (ring_.sq_pending() != 0 && config_.idle_spin.count() > 0) {
       enter(0);  // submit what was pulled first; the loop reaps and comes back idle
     } else if (state_->overflow().empty() && spin_for_work()) {
       return;  // a producer pushed while we spun: pull it without a wake
