@@ -46,7 +46,8 @@ TEST_CASE("the callback reply without a guard allocates nothing per op", "[alloc
   i2o2_test::watchdog dog("callback allocations");
   using scheduler =
       i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
-  auto [owner, handle] = i2o2::spawn_scheduler<scheduler>({.ring_depth = 8});
+  auto spawned = i2o2::spawn_scheduler<scheduler>({.ring_depth = 8});
+  auto& handle = spawned.handle;  // a reference, not a structured binding: lambdas capture it (clang 14)
   std::atomic<std::uint32_t> done{0};
   auto round_trip = [&] {
     done.store(0);
@@ -66,7 +67,8 @@ TEST_CASE("the future reply allocates nothing per op once its state pool is warm
   i2o2_test::watchdog dog("future allocations");
   using scheduler =
       i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd, i2o2::reply::future, void>;
-  auto [owner, handle] = i2o2::spawn_scheduler<scheduler>({.ring_depth = 8});
+  auto spawned = i2o2::spawn_scheduler<scheduler>({.ring_depth = 8});
+  auto& handle = spawned.handle;  // a reference, not a structured binding: lambdas capture it (clang 14)
   int wrong = 0;  // Catch's macros allocate: count failures by hand in the loop
   auto round_trip = [&] { wrong += handle.submit(i2o2::op::nop{}).wait() == 0 ? 0 : 1; };
   for (int i = 0; i < 1000; ++i) round_trip();

@@ -260,7 +260,13 @@ TEST_CASE("G1/G2: guards of many nops and reads die once after their completion 
   for (std::size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<unsigned char>(i * 7 + 3);
   REQUIRE(::pwrite(file.fd(), pattern.data(), pattern.size(), 0) == static_cast<ssize_t>(pattern.size()));
 
-  auto [owner, handle] = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+
+  auto running = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+
+  [[maybe_unused]] auto& owner = running.owner;
+
+  auto& handle = running.handle;
   std::vector<std::vector<tracked>> per_client(clients);
   std::vector<std::thread::id> client_ids(clients);
   std::atomic<int> bad_data{0};
@@ -318,7 +324,10 @@ TEST_CASE("G1/G2: guards of many nops and reads die once after their completion 
 TEST_CASE("G2: the guard of a read parked on an empty pipe lives until its CQE", "[G2]") {
   i2o2_test::watchdog dog("G2 parked read");
   i2o2_test::pipe_pair pipe;
-  auto [owner, handle] = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
 
   std::array<char, 16> buffer{};
   auto read = submit_tracked(handle, pipe_read(pipe, buffer.data(), buffer.size()));
@@ -373,7 +382,10 @@ TEST_CASE("G2: an any_guard revoking the read buffer on destruction never makes 
   std::atomic<int> destroyed{0};
   std::atomic<std::thread::id> destroyer{};
   {
-    auto [owner, handle] = i2o2::spawn();
+    // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+    auto running = i2o2::spawn();
+    [[maybe_unused]] auto& owner = running.owner;
+    auto& handle = running.handle;
     auto read = handle.submit(pipe_read(pipe, page, 4096), page_guard(page, &destroyed, &destroyer));
     REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);  // the read is parked in the kernel
     CHECK_FALSE(read.is_ready());
@@ -397,7 +409,10 @@ TEST_CASE("G3: an op the kernel does not support resolves with unsupported_op an
           "its guard once",
           "[G3]") {
   i2o2_test::watchdog dog("G3 unsupported op");
-  auto [owner, handle] = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   REQUIRE_FALSE(i2o2::detail::kernel_features::get().has_opcode(250));
 
   auto raw = submit_tracked(handle, i2o2::op::raw{.image = i2o2::prepared_op::with_opcode(250)});
@@ -424,7 +439,10 @@ TEST_CASE("G3: an op the kernel does not support resolves with unsupported_op an
 TEST_CASE("G3/G5: after stop submit throws scheduler_closed and try_submit hands the guard back",
           "[G3][G5]") {
   i2o2_test::watchdog dog("G3 submit after stop");
-  auto [owner, handle] = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   REQUIRE(submit_tracked(handle, i2o2::op::nop{}).reply.wait() == 0);
   owner.stop();
   REQUIRE(handle.closed());
@@ -484,7 +502,10 @@ TEST_CASE("G5: dropping the last handle waits for a parked read that completes w
   i2o2_test::watchdog dog("G5 last handle dropped");
   i2o2_test::pipe_pair pipe;
   // No shutdown deadline: the parked read must be waited for, never cancelled.
-  auto [owner, handle] = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{.shutdown_deadline = std::nullopt});
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{.shutdown_deadline = std::nullopt});
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
 
   std::array<char, 16> buffer{};
   tracked read;
@@ -515,7 +536,10 @@ TEST_CASE("G5: dropping the last handle waits for a parked read that completes w
 TEST_CASE("G5: an explicit stop without a deadline waits for a parked read", "[G5]") {
   i2o2_test::watchdog dog("G5 stop without deadline");
   i2o2_test::pipe_pair pipe;
-  auto [owner, handle] = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
 
   std::array<char, 16> buffer{};
   auto read = submit_tracked(handle, pipe_read(pipe, buffer.data(), buffer.size()));
@@ -545,7 +569,10 @@ TEST_CASE("G5: stop with a deadline cancels a read parked forever and releases i
           "[G5]") {
   i2o2_test::watchdog dog("G5 stop with deadline");
   i2o2_test::pipe_pair pipe;
-  auto [owner, handle] = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
 
   std::array<char, 16> buffer{};
   auto read = submit_tracked(handle, pipe_read(pipe, buffer.data(), buffer.size()));
@@ -570,7 +597,10 @@ TEST_CASE("G5/R1: ops racing an explicit stop complete in the ring or are refuse
           "[G5][R1]") {
   i2o2_test::watchdog dog("G5 submit racing stop");
   constexpr int clients = 4;
-  auto [owner, handle] = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{.queue_capacity = 64});
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{.queue_capacity = 64});
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
 
   struct outcome {
     std::vector<tracked> accepted;
@@ -642,7 +672,10 @@ TEST_CASE("G5/R1: ops racing an explicit stop complete in the ring or are refuse
 TEST_CASE("G6: dropping a reply early cancels nothing and frees nothing early", "[G6]") {
   i2o2_test::watchdog dog("G6 recording reply dropped");
   i2o2_test::pipe_pair pipe;
-  auto [owner, handle] = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{});
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
 
   std::array<char, 16> buffer{};
   std::shared_ptr<op_record> record;
@@ -665,7 +698,10 @@ TEST_CASE("G6: dropping a future_reply early keeps the guard and its buffer unti
           "[G6][default]") {
   i2o2_test::watchdog dog("G6 future_reply dropped");
   i2o2_test::pipe_pair pipe;
-  auto [owner, handle] = i2o2::spawn();
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
 
   // The guard owns (a share of) the buffer and records its destruction.
   struct buffer_guard {
@@ -702,7 +738,13 @@ TEST_CASE("R1: every reply resolves exactly once across thousands of mixed ops",
   for (std::size_t i = 0; i < contents.size(); ++i) contents[i] = static_cast<char>('a' + i % 26);
   REQUIRE(::pwrite(file.fd(), contents.data(), contents.size(), 0) == static_cast<ssize_t>(contents.size()));
 
-  auto [owner, handle] = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{.queue_capacity = 32, .ring_depth = 8});
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+
+  auto running = i2o2::spawn_scheduler<recording_scheduler>(i2o2::config{.queue_capacity = 32, .ring_depth = 8});
+
+  [[maybe_unused]] auto& owner = running.owner;
+
+  auto& handle = running.handle;
 
   struct expectation {
     recording_reply::receiver reply;
@@ -901,7 +943,10 @@ TEST_CASE("W1: a push landing between the scheduler's empty check and its park a
           "[W1]") {
   i2o2_test::watchdog dog("W1 push inside the park window (a hang here is a lost wake-up)");
   hold_reset reset;
-  auto [owner, handle] = i2o2::spawn_scheduler<holding_scheduler>(i2o2::config{.ring_depth = 8, .idle_spin = std::chrono::microseconds(0)});
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<holding_scheduler>(i2o2::config{.ring_depth = 8, .idle_spin = std::chrono::microseconds(0)});
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
   wait_until_scheduler_sleeps();  // idle, so the hold below lands where intended
 
@@ -920,7 +965,10 @@ TEST_CASE("W1: a push landing between the scheduler's empty check and its park a
 TEST_CASE("W1: a producer publishing after the scheduler went to sleep wakes it", "[W1]") {
   i2o2_test::watchdog dog("W1 publish after park (a hang here is a lost wake-up)");
   hold_reset reset;
-  auto [owner, handle] = i2o2::spawn_scheduler<holding_scheduler>(i2o2::config{.ring_depth = 8, .idle_spin = std::chrono::microseconds(0)});
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<holding_scheduler>(i2o2::config{.ring_depth = 8, .idle_spin = std::chrono::microseconds(0)});
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
   wait_until_scheduler_sleeps();
 
@@ -975,7 +1023,10 @@ i2o2::config parking_config() { return i2o2::config{.queue_capacity = 4, .ring_d
 
 TEST_CASE("W1: a lone client doing submit-then-wait never loses a wake-up", "[W1][stress]") {
   i2o2_test::watchdog dog("W1 lone client (a hang here is a lost wake-up)", 60s);
-  auto [owner, handle] = i2o2::spawn(parking_config());
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn(parking_config());
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   std::minstd_rand random(17U);
   int wrong = 0;
   for (int i = 0; i < w1_cycles; ++i) {
@@ -991,7 +1042,10 @@ TEST_CASE("W1: clients in lockstep rounds on one scheduler never lose a wake-up"
   // Three clients and the scheduler on two cores lost the most wake-ups
   // per second when measured (more clients mostly add barrier overhead).
   constexpr int clients = 3;
-  auto [owner, handle] = i2o2::spawn(parking_config());
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn(parking_config());
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   std::barrier round_done(clients);
   std::atomic<int> wrong{0};
   std::atomic<long> completed{0};

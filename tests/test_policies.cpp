@@ -114,7 +114,10 @@ TEST_CASE("wait::msg_ring needs Linux 5.18 and says so on older kernels", "[poli
 TEST_CASE("wait::msg_ring falls back to a waker ring before Linux 6.13", "[policies]") {
   i2o2_test::watchdog dog("msg_ring fallback");
   pretend_older_kernel older(0, {}, true);
-  auto [owner, handle] = i2o2::spawn_scheduler<scheduler_with<i2o2::wait::msg_ring>>({.ring_depth = 4});
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<scheduler_with<i2o2::wait::msg_ring>>({.ring_depth = 4});
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   CHECK(owner.scheduler().settings().ring_depth == 4);
   int ok = 0;
   for (int i = 0; i < 2000; ++i) ok += handle.submit(i2o2::op::nop{}).wait() == 0 ? 1 : 0;
@@ -132,7 +135,10 @@ TEST_CASE("the sync msg_ring form is used where the kernel has it", "[policies]"
 
 TEST_CASE("a callback reply runs exactly once with scheduler_closed when its op is refused", "[policies]") {
   using scheduler = i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
-  auto [owner, handle] = i2o2::spawn_scheduler<scheduler>();
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   owner.stop();
   int calls = 0;
   int result = 0;
@@ -148,7 +154,10 @@ TEST_CASE("an awaitable reply resumes its coroutine on the executor it names", "
   using scheduler = i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd,
                                           i2o2::reply::awaitable<executor>, i2o2::any_guard>;
   worker_executor_thread worker;
-  auto [owner, handle] = i2o2::spawn_scheduler<scheduler>();
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   std::atomic<int> result{1};
   std::atomic<bool> on_worker{false};
   await_on(handle, worker.get(), result, on_worker, worker.id());
@@ -160,7 +169,10 @@ TEST_CASE("an awaitable reply resumes its coroutine on the executor it names", "
 TEST_CASE("async_submit completes plain callbacks, use_future and use_awaitable", "[policies][asio]") {
   i2o2_test::watchdog dog("asio adaptor");
   namespace asio = boost::asio;
-  auto [owner, handle] = i2o2::spawn_scheduler<i2o2::asio_scheduler>();
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<i2o2::asio_scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   asio::io_context io;
 
   int callback_result = 1;

@@ -27,7 +27,10 @@ void settle(Handle& handle) {
 
 TEMPLATE_LIST_TEST_CASE("writes and reads land in the file", "[matrix]", all_policies) {
   i2o2_test::watchdog dog("matrix write/read");
-  auto [owner, handle] = start<typename TestType::scheduler>();
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = start<typename TestType::scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   i2o2_test::temp_file file;
   const std::string text = "the quick brown fox";
   REQUIRE(i2o2_test::submit(handle, i2o2::op::write{.file = file.fd(), .buf = text.data(),
@@ -49,7 +52,10 @@ TEMPLATE_LIST_TEST_CASE("writes and reads land in the file", "[matrix]", all_pol
 TEMPLATE_LIST_TEST_CASE("a guard outlives its parked op and dies once after it (G1, G2)", "[matrix]",
                         all_policies) {
   i2o2_test::watchdog dog("matrix parked guard");
-  auto [owner, handle] = start<typename TestType::scheduler>();
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = start<typename TestType::scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   i2o2_test::pipe_pair pipe;
   auto record = std::make_shared<guard_record>();
   char buffer[4] = {};
@@ -90,7 +96,10 @@ TEMPLATE_LIST_TEST_CASE("the last handle leaving waits for a parked op, then joi
 TEMPLATE_LIST_TEST_CASE("a stop deadline cancels a hung op, guard released on its CQE (G5)", "[matrix]",
                         all_policies) {
   i2o2_test::watchdog dog("matrix deadline");
-  auto [owner, handle] = start<typename TestType::scheduler>();
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = start<typename TestType::scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   i2o2_test::pipe_pair pipe;
   auto record = std::make_shared<guard_record>();
   char buffer[1] = {};
@@ -110,7 +119,10 @@ TEMPLATE_LIST_TEST_CASE("no wake-up is lost while the scheduler parks and wakes 
   // without a wake would leave a client waiting forever: the watchdog
   // turns that into a failure.
   i2o2_test::watchdog dog("matrix lost wake");
-  auto [owner, handle] = start<typename TestType::scheduler>();
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = start<typename TestType::scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   constexpr int clients = 2;
   constexpr int round_trips = 2000;
   std::atomic<int> completed{0};
@@ -130,7 +142,10 @@ TEMPLATE_LIST_TEST_CASE("no wake-up is lost while the scheduler parks and wakes 
 
 TEMPLATE_LIST_TEST_CASE("concurrent clients each get their own results", "[matrix]", all_policies) {
   i2o2_test::watchdog dog("matrix clients");
-  auto [owner, handle] = start<typename TestType::scheduler>();
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = start<typename TestType::scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
   i2o2_test::temp_file file;
   constexpr int clients = 4;
   constexpr int writes = 500;
