@@ -204,9 +204,13 @@ public:
 private:
   static std::string describe_flags(std::uint32_t flags) {
     std::string names;
-    for (const auto& info : known_setup_flags)
-      if ((flags & info.flag) != 0 && info.flag != IORING_SETUP_CQSIZE)
-        names += (names.empty() ? "" : "|") + std::string(info.name);
+    for (const auto& info : known_setup_flags) {
+      if ((flags & info.flag) == 0 || info.flag == IORING_SETUP_CQSIZE) continue;
+      // Appended piecewise: `"|" + std::string(...)` trips g++ 12's false
+      // -Wrestrict at -O2 and above.
+      if (!names.empty()) names += '|';
+      names += info.name;
+    }
     return names.empty() ? "(none)" : names;
   }
 
