@@ -1,6 +1,7 @@
 #pragma once
 // Shared test helpers: a watchdog that turns a hang into a failure, temp
-// files, pipes to park ops on, and guards that record their destruction.
+// files, pipes to park ops on, guards that record their destruction, and
+// the polling loops the tests wait with.
 
 #include <i2o2/i2o2.hpp>
 
@@ -19,6 +20,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 
 namespace i2o2_test {
 
@@ -83,6 +85,23 @@ private:
   std::string path_;
 };
 
+/// What a file holds, read with plain pread: the independent side of a
+/// check on what an op wrote (short at the end of the file).
+inline std::string pread_string(int fd, std::size_t size, off_t offset) {
+  std::string out(size, '\0');
+  const ssize_t got = ::pread(fd, out.data(), size, offset);
+  REQUIRE(got >= 0);
+  out.resize(static_cast<std::size_t>(got));
+  return out;
+}
+
+/// A file's size, from fstat.
+inline off_t size_of(int fd) {
+  struct stat info {};
+  REQUIRE(::fstat(fd, &info) == 0);
+  return info.st_size;
+}
+
 /// A pipe: a read on an empty pipe parks until the test writes to it.
 class pipe_pair {
 public:
@@ -103,36 +122,142 @@ private:
   int fds_[2];
 };
 
-/// Shared record of one guard's life: how often it was destroyed, whether
-/// the op's completion had been observed before that, and on which thread.
-struct guard_record {
-  std::atomic<int> destroyed{0};
-  std::atomic<bool> completion_seen{false};
-  std::atomic<bool> destroyed_before_completion{false};
-};
+/// A read of `len` bytes from the pipe into `buffer`: parked in the kernel
+/// until the pipe is fed.
+inline i2o2::op::read pipe_read(const pipe_pair& pipe, void* buffer, std::uint32_t len,
+                                i2o2::op_options options = {}) {
+  return i2o2::op::read{.file = pipe.read_end(),
+                        .buf = buffer,
+                        .len = len,
+                        .offset = i2o2::op::current_position,
+                        .options = options};
+}
 
-/// A guard that records its destruction into a `guard_record` (G1/G2).
-class counting_guard {
+/// Drains the pipe and counts the bytes still sitting in it: a cancelled
+/// read leaves the bytes fed after it there, a completed one took them.
+inline std::size_t bytes_left_in(const pipe_pair& pipe) {
+  const int flags = ::fcntl(pipe.read_end(), F_GETFL);
+  REQUIRE(::fcntl(pipe.read_end(), F_SETFL, flags | O_NONBLOCK) == 0);
+  char sink[256];
+  std::size_t total = 0;
+  for (;;) {
+    const ssize_t got = ::read(pipe.read_end(), sink, sizeof(sink));
+    if (got <= 0) break;
+    total += static_cast<std::size_t>(got);
+  }
+  REQUIRE(::fcntl(pipe.read_end(), F_SETFL, flags) == 0);
+  return total;
+}
+
+/// A move-only guard that tells its shared `Record` when it dies, once
+/// however often it was moved (`Record::guard_destroyed()`).
+template <class Record>
+class recording_guard {
 public:
-  explicit counting_guard(std::shared_ptr<guard_record> record) noexcept : record_(std::move(record)) {}
-  counting_guard(counting_guard&& other) noexcept : record_(std::move(other.record_)) {}
-  counting_guard& operator=(counting_guard&& other) noexcept {
+  explicit recording_guard(std::shared_ptr<Record> record) noexcept : record_(std::move(record)) {}
+  recording_guard(recording_guard&& other) noexcept : record_(std::move(other.record_)) {}
+  recording_guard& operator=(recording_guard&& other) noexcept {
     if (this != &other) {
       note_destroyed();
       record_ = std::move(other.record_);
     }
     return *this;
   }
-  ~counting_guard() { note_destroyed(); }
+  ~recording_guard() { note_destroyed(); }
 
 private:
   void note_destroyed() noexcept {
-    if (!record_) return;
-    if (!record_->completion_seen.load()) record_->destroyed_before_completion = true;
-    record_->destroyed.fetch_add(1);
-    record_.reset();
+    if (record_) std::exchange(record_, nullptr)->guard_destroyed();
   }
-  std::shared_ptr<guard_record> record_;
+  std::shared_ptr<Record> record_;
 };
 
-} // namespace i2o2_test
+/// Shared record of one guard's life: how often it was destroyed, whether
+/// the op's completion had been observed before that, and on which thread.
+struct guard_record {
+  std::atomic<int> destroyed{0};
+  std::atomic<bool> completion_seen{false};
+  std::atomic<bool> destroyed_before_completion{false};
+
+  void guard_destroyed() noexcept {
+    if (!completion_seen.load()) destroyed_before_completion = true;
+    destroyed.fetch_add(1);
+  }
+};
+
+/// A guard that records its destruction into a `guard_record` (G1/G2).
+using counting_guard = recording_guard<guard_record>;
+
+/// Shared record of a guard that must outlive one reply it watches: its own
+/// op's (G2: reply first, then guard) or that of an op using the registered
+/// resource it guards (G4). Counts how often the guard died, and how often
+/// that was before the watched reply had resolved.
+struct reply_watch_record {
+  /// What a guard dying before `watch` was called counts as: early for an
+  /// op's own guard (its reply is watched as soon as submit returns); not
+  /// early for a registered resource's, which no op uses until one is watched.
+  enum class if_unwatched { early, not_early };
+
+  explicit reply_watch_record(if_unwatched unwatched) noexcept : unwatched_(unwatched) {}
+
+  std::atomic<int> destroyed{0};
+  std::atomic<int> before_reply{0};
+
+  void watch(std::shared_ptr<const i2o2::reply_t> reply) {
+    std::lock_guard lock(mutex_);
+    watched_ = std::move(reply);
+  }
+  void guard_destroyed() noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      const bool early = watched_ ? !watched_->is_ready() : unwatched_ == if_unwatched::early;
+      if (early) before_reply.fetch_add(1);
+    }
+    destroyed.fetch_add(1);
+  }
+
+private:
+  const if_unwatched unwatched_;
+  std::mutex mutex_;
+  std::shared_ptr<const i2o2::reply_t> watched_;
+};
+
+/// A guard that records into a `reply_watch_record` when it dies.
+using reply_watch_guard = recording_guard<reply_watch_record>;
+
+// ---- waiting without fixed sleeps -------------------------------------------
+
+/// Polls `done` (yielding, not sleeping a fixed time) until it holds; gives
+/// up after `limit` only so that a failure gets a message before the
+/// watchdog fires. Not a timing target: correct code gets there quickly.
+template <class Predicate>
+bool eventually(Predicate done, std::chrono::seconds limit = std::chrono::seconds(20)) {
+  const auto give_up = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > give_up) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+/// Round-trips nops until `done()` holds: guards die on the scheduler
+/// thread just after their reply resolves, so a later nop's round trip
+/// gives them the time to.
+template <class Predicate>
+bool settle(i2o2::handle& handle, Predicate done) {
+  for (int i = 0; i < 100000; ++i) {
+    if (done()) return true;
+    if (handle.submit(i2o2::op::nop{}).wait() != 0) return false;
+  }
+  return done();
+}
+
+/// A few nop round trips: afterwards the scheduler has gone round its loop
+/// (submitted, reaped) several times since anything sent before, so an op
+/// sent earlier is in the kernel (e.g. parked on its pipe).
+inline void churn(i2o2::handle& handle, int rounds = 16) {
+  for (int i = 0; i < rounds; ++i)
+    REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
+}
+
+}  // namespace i2o2_test

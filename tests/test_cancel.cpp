@@ -12,7 +12,6 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -22,120 +21,35 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using i2o2_test::churn;
+using i2o2_test::reply_watch_record;
+using i2o2_test::settle;
+
 i2o2::config small_ring() { return i2o2::config{.queue_capacity = 64, .ring_depth = 8}; }
 
-/// A guard that records, when it dies, whether the reply of its own op had
-/// resolved already (G2: reply first, then guard).
-struct life_record {
-  std::atomic<int> destroyed{0};
-  std::atomic<int> before_reply{0};
-  std::mutex mutex;
-  std::shared_ptr<const i2o2::reply_t> watched;
-
-  void watch(std::shared_ptr<const i2o2::reply_t> reply) {
-    std::lock_guard lock(mutex);
-    watched = std::move(reply);
-  }
-};
-
-class life_guard {
-public:
-  explicit life_guard(std::shared_ptr<life_record> record) noexcept : record_(std::move(record)) {}
-  life_guard(life_guard&& other) noexcept : record_(std::move(other.record_)) {}
-  life_guard& operator=(life_guard&& other) noexcept {
-    if (this != &other) {
-      note();
-      record_ = std::move(other.record_);
-    }
-    return *this;
-  }
-  ~life_guard() { note(); }
-
-private:
-  void note() noexcept {
-    if (!record_) return;
-    {
-      std::lock_guard lock(record_->mutex);
-      if (!record_->watched || !record_->watched->is_ready()) record_->before_reply.fetch_add(1);
-    }
-    record_->destroyed.fetch_add(1);
-    record_.reset();
-  }
-  std::shared_ptr<life_record> record_;
-};
-
-/// An op submitted with a life_guard watching its own reply.
+/// An op submitted with a guard watching its own reply (G2: reply first,
+/// then guard).
 struct watched_op {
-  std::shared_ptr<life_record> record;
+  std::shared_ptr<reply_watch_record> record;
   std::shared_ptr<i2o2::reply_t> reply;
 };
 
 template <class Op>
 watched_op submit_watched(i2o2::handle& handle, const Op& op) {
-  auto record = std::make_shared<life_record>();
+  auto record = std::make_shared<reply_watch_record>(reply_watch_record::if_unwatched::early);
   // The guard only reads the reply after it is set; an op parked on a pipe
   // cannot complete before that.
-  auto reply = std::make_shared<i2o2::reply_t>(handle.submit(op, life_guard(record)));
+  auto reply = std::make_shared<i2o2::reply_t>(handle.submit(op, i2o2_test::reply_watch_guard(record)));
   record->watch(reply);
   return {std::move(record), std::move(reply)};
 }
 
-/// Round-trips nops until `done()` holds: guards die on the scheduler
-/// thread just after the reply resolves.
-template <class Predicate>
-bool settle(i2o2::handle& handle, Predicate done) {
-  for (int i = 0; i < 100000; ++i) {
-    if (done()) return true;
-    if (handle.submit(i2o2::op::nop{}).wait() != 0) return false;
-  }
-  return done();
-}
-
-template <class Predicate>
-bool eventually(Predicate done, std::chrono::seconds limit = 20s) {
-  const auto give_up = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > give_up) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
-
 /// After a guard's op resolved: it dies exactly once, after the reply.
-void check_released_once_after_reply(i2o2::handle& handle, const life_record& record) {
+void check_released_once_after_reply(i2o2::handle& handle, const reply_watch_record& record) {
   REQUIRE(settle(handle, [&] { return record.destroyed.load() != 0; }));
   REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
   CHECK(record.destroyed.load() == 1);
   CHECK(record.before_reply.load() == 0);
-}
-
-i2o2::op::read pipe_read(const i2o2_test::pipe_pair& pipe, void* buffer, std::uint32_t len,
-                         i2o2::op_options options = {}) {
-  return i2o2::op::read{.file = pipe.read_end(),
-                        .buf = buffer,
-                        .len = len,
-                        .offset = i2o2::op::current_position,
-                        .options = options};
-}
-
-/// Bytes still sitting in the pipe (a cancelled read leaves them there).
-std::size_t bytes_left_in(const i2o2_test::pipe_pair& pipe) {
-  const int flags = ::fcntl(pipe.read_end(), F_GETFL);
-  REQUIRE(::fcntl(pipe.read_end(), F_SETFL, flags | O_NONBLOCK) == 0);
-  char sink[256];
-  std::size_t total = 0;
-  for (;;) {
-    const ssize_t got = ::read(pipe.read_end(), sink, sizeof(sink));
-    if (got <= 0) break;
-    total += static_cast<std::size_t>(got);
-  }
-  REQUIRE(::fcntl(pipe.read_end(), F_SETFL, flags) == 0);
-  return total;
-}
-
-void churn(i2o2::handle& handle, int rounds) {
-  for (int i = 0; i < rounds; ++i)
-    REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
 }
 
 }  // namespace

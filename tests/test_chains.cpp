@@ -8,8 +8,6 @@
 // writing to it. Every test case runs under a watchdog.
 #include "support.hpp"
 
-#include <sys/stat.h>
-
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -25,35 +23,13 @@ using namespace std::chrono_literals;
 namespace {
 
 using i2o2_test::counting_guard;
+using i2o2_test::eventually;
 using i2o2_test::guard_record;
+using i2o2_test::pread_string;
+using i2o2_test::settle;
+using i2o2_test::size_of;
 
 i2o2::config small_ring() { return i2o2::config{.queue_capacity = 64, .ring_depth = 8}; }
-
-std::string pread_string(int fd, std::size_t size, off_t offset) {
-  std::string out(size, '\0');
-  const ssize_t got = ::pread(fd, out.data(), size, offset);
-  REQUIRE(got >= 0);
-  out.resize(static_cast<std::size_t>(got));
-  return out;
-}
-
-off_t size_of(int fd) {
-  struct stat info {};
-  REQUIRE(::fstat(fd, &info) == 0);
-  return info.st_size;
-}
-
-/// Polls `done` (yielding) until it holds; bounded only so that a failure
-/// gets a message before the watchdog fires.
-template <class Predicate>
-bool eventually(Predicate done, std::chrono::seconds limit = 20s) {
-  const auto give_up = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > give_up) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
 
 /// Watches `still` for `span`: false if it stopped holding. Only shows
 /// that something that must not happen by itself does not happen while we
@@ -66,22 +42,6 @@ bool holds_for(Predicate still, std::chrono::milliseconds span) {
     std::this_thread::yield();
   }
   return still();
-}
-
-/// Round-trips nops until `done()` holds (guards die on the scheduler
-/// thread just after the reply resolves).
-template <class Predicate>
-bool settle(i2o2::handle& handle, Predicate done) {
-  for (int i = 0; i < 100000; ++i) {
-    if (done()) return true;
-    if (handle.submit(i2o2::op::nop{}).wait() != 0) return false;
-  }
-  return done();
-}
-
-i2o2::op::read pipe_read(const i2o2_test::pipe_pair& pipe, void* buffer, std::uint32_t len) {
-  return i2o2::op::read{
-      .file = pipe.read_end(), .buf = buffer, .len = len, .offset = i2o2::op::current_position};
 }
 
 std::vector<i2o2::any_guard> counted_guards(std::vector<std::shared_ptr<guard_record>>& records,

@@ -13,6 +13,7 @@
 // To show the detector bites, build this file against a copy of include/
 // whose slot_table destroys the guard when the op is placed: every case
 // here then fails with -EFAULT (see the report of the task that added it).
+#include "proc_support.hpp"
 #include "support.hpp"
 
 #include <sys/mman.h>
@@ -21,7 +22,6 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -32,6 +32,11 @@
 using namespace std::chrono_literals;
 
 namespace {
+
+using i2o2_test::eventually;
+using i2o2_test::run_state;
+using i2o2_test::settle;
+using i2o2_test::thread_named;
 
 constexpr std::size_t page_size = 4096;
 
@@ -87,34 +92,6 @@ private:
   std::shared_ptr<revoke_record> record_;
 };
 
-i2o2::op::read pipe_read(const i2o2_test::pipe_pair& pipe, void* buffer, std::uint32_t len,
-                         i2o2::op_options options = {}) {
-  return i2o2::op::read{.file = pipe.read_end(),
-                        .buf = buffer,
-                        .len = len,
-                        .offset = i2o2::op::current_position,
-                        .options = options};
-}
-
-template <class Predicate>
-bool settle(i2o2::handle& handle, Predicate done) {
-  for (int i = 0; i < 100000; ++i) {
-    if (done()) return true;
-    if (handle.submit(i2o2::op::nop{}).wait() != 0) return false;
-  }
-  return done();
-}
-
-template <class Predicate>
-bool eventually(Predicate done, std::chrono::seconds limit = 20s) {
-  const auto give_up = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > give_up) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
-
 /// After the op resolved: its guard died exactly once, on the scheduler thread.
 void check_released_once(i2o2::handle& handle, const revoke_record& record) {
   REQUIRE(settle(handle, [&] { return record.destroyed.load() != 0; }));
@@ -125,30 +102,12 @@ void check_released_once(i2o2::handle& handle, const revoke_record& record) {
 
 // ---- watching the scheduler thread sleep (Linux /proc) -----------------------------------
 
-/// The kernel's id of this process's thread named `name`.
-std::optional<pid_t> thread_named(const std::string& name) {
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream comm(entry.path() / "comm");
-    std::string line;
-    std::getline(comm, line);
-    if (line == name) return static_cast<pid_t>(std::stol(entry.path().filename().string()));
-  }
-  return std::nullopt;
-}
-
 long voluntary_switches(pid_t tid) {
   std::ifstream status("/proc/self/task/" + std::to_string(tid) + "/status");
   std::string line;
   while (std::getline(status, line))
     if (line.rfind("voluntary_ctxt_switches:", 0) == 0) return std::stol(line.substr(line.find(':') + 1));
   return -1;
-}
-
-char run_state(pid_t tid) {
-  std::ifstream stat("/proc/self/task/" + std::to_string(tid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  const auto end_of_name = text.rfind(')');
-  return end_of_name == std::string::npos || end_of_name + 2 >= text.size() ? '?' : text[end_of_name + 2];
 }
 
 /// Waits until thread `tid` sleeps (state S) in a sleep that began after

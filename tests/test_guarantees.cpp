@@ -16,6 +16,7 @@
 // writing to it, and the lost-wake windows are entered by holding threads
 // in test-only policy wrappers: no verdict depends on sleeping or timing.
 // Every test case runs under a watchdog, so a hang is a failure.
+#include "proc_support.hpp"
 #include "support.hpp"
 
 #include <sys/mman.h>
@@ -26,7 +27,6 @@
 #include <barrier>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <optional>
 #include <random>
 #include <set>
@@ -39,6 +39,8 @@
 using namespace std::chrono_literals;
 
 namespace {
+
+using i2o2_test::eventually;
 
 // ---- a reply policy that records everything --------------------------------
 
@@ -130,14 +132,15 @@ static_assert(i2o2::reply_factory<recording_reply, std::shared_ptr<op_record>&>)
 /// compile as a Guard).
 class test_guard : public i2o2_test::counting_guard {
 public:
-  test_guard() noexcept : counting_guard(nullptr) {}
+  test_guard() noexcept : i2o2_test::counting_guard(nullptr) {}
   explicit test_guard(std::shared_ptr<op_record> op) noexcept
-      : counting_guard(std::shared_ptr<i2o2_test::guard_record>(op, &op->guard)), op_(std::move(op)) {}
+      : i2o2_test::counting_guard(std::shared_ptr<i2o2_test::guard_record>(op, &op->guard)),
+        op_(std::move(op)) {}
   test_guard(test_guard&&) noexcept = default;
   test_guard& operator=(test_guard&& other) noexcept {
     if (this != &other) {
       note_thread();
-      counting_guard::operator=(std::move(other));
+      i2o2_test::counting_guard::operator=(std::move(other));
       op_ = std::move(other.op_);
     }
     return *this;
@@ -173,19 +176,6 @@ tracked submit_tracked(recording_handle& handle, const Op& op) {
 
 constexpr int closed_result = i2o2::result_of(i2o2::errc::scheduler_closed);
 
-/// Polls `done` (yielding, not sleeping a fixed time) until it holds; gives
-/// up after `limit` only so that a failure gets a message before the
-/// watchdog fires. Not a timing target: correct code gets there quickly.
-template <class Predicate>
-bool eventually(Predicate done, std::chrono::seconds limit = 20s) {
-  const auto give_up = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > give_up) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
-
 /// Watches `still` for `span`: false if it stopped holding. Used only to
 /// show that something that must never happen by itself (a parked op
 /// resolving, a scheduler with a parked op finishing) does not happen
@@ -219,27 +209,6 @@ void check_completed_in_ring(const op_record& record, int expected, std::thread:
   CHECK_FALSE(record.guard.destroyed_before_completion.load());
   CHECK(record.guard_destroyer.load() == record.completer.load());
   CHECK(record.completer.load() != client);
-}
-
-/// A pipe read into `buffer`, parked until the pipe is fed.
-i2o2::op::read pipe_read(const i2o2_test::pipe_pair& pipe, void* buffer, std::uint32_t len) {
-  return i2o2::op::read{.file = pipe.read_end(), .buf = buffer, .len = len,
-                        .offset = i2o2::op::current_position};
-}
-
-/// Bytes still sitting in the pipe (a cancelled read would leave them).
-std::size_t bytes_left_in(const i2o2_test::pipe_pair& pipe) {
-  const int flags = ::fcntl(pipe.read_end(), F_GETFL);
-  REQUIRE(::fcntl(pipe.read_end(), F_SETFL, flags | O_NONBLOCK) == 0);
-  char sink[256];
-  std::size_t total = 0;
-  for (;;) {
-    const ssize_t got = ::read(pipe.read_end(), sink, sizeof(sink));
-    if (got <= 0) break;
-    total += static_cast<std::size_t>(got);
-  }
-  REQUIRE(::fcntl(pipe.read_end(), F_SETFL, flags) == 0);
-  return total;
 }
 
 } // namespace
@@ -908,21 +877,12 @@ static_assert(i2o2::queue_family<publish_holding_mpsc>);
 using holding_scheduler =
     i2o2::basic_scheduler<publish_holding_mpsc, window_holding_eventfd, i2o2::reply::future, i2o2::any_guard>;
 
-/// Whether thread `tid` of this process is asleep ('S' in /proc).
-bool sleeping(pid_t tid) {
-  std::ifstream stat("/proc/self/task/" + std::to_string(tid) + "/stat");
-  std::string line;
-  std::getline(stat, line);
-  const auto name_end = line.rfind(')');
-  return name_end != std::string::npos && name_end + 2 < line.size() && line[name_end + 2] == 'S';
-}
-
 /// Waits until the scheduler thread sleeps: parked in io_uring_enter, the
 /// only place it sleeps (it yields, never sleeps, while held).
 void wait_until_scheduler_sleeps() {
   REQUIRE(eventually([] { return scheduler_tid.load() != 0; }));
   const pid_t tid = scheduler_tid.load();
-  REQUIRE(eventually([&] { return sleeping(tid); }));
+  REQUIRE(eventually([&] { return i2o2_test::run_state(tid) == 'S'; }));
 }
 
 /// Resets the hold points however a test ends.

@@ -4,6 +4,7 @@
 //
 // A test whose kernel feature is missing says "SKIP:" in a WARN and carries
 // the [may_skip] tag; it never passes silently.
+#include "coroutine_support.hpp"
 #include "support.hpp"
 
 #include <dirent.h>
@@ -17,9 +18,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <coroutine>
 #include <cstring>
-#include <exception>
 #include <fstream>
 #include <future>
 #include <optional>
@@ -33,16 +32,10 @@ using namespace std::chrono_literals;
 
 // ---- plain-syscall helpers: the independent side of every check ----------
 
+using i2o2_test::pread_string;
+
 void pwrite_all(int fd, std::string_view data, off_t offset) {
   REQUIRE(::pwrite(fd, data.data(), data.size(), offset) == static_cast<ssize_t>(data.size()));
-}
-
-std::string pread_all(int fd, std::size_t size, off_t offset) {
-  std::string data(size, '\0');
-  const ssize_t got = ::pread(fd, data.data(), size, offset);
-  REQUIRE(got >= 0);
-  data.resize(static_cast<std::size_t>(got));
-  return data;
 }
 
 struct stat stat_of(int fd) {
@@ -134,7 +127,7 @@ TEST_CASE("read returns what pread sees, and 0 at end of file", "[ops]") {
   std::string buffer(3000, '\0');
   CHECK(handle.submit(i2o2::op::read{.file = file.fd(), .buf = buffer.data(), .len = 3000, .offset = 5000})
             .wait() == 3000);
-  CHECK(buffer == pread_all(file.fd(), 3000, 5000));
+  CHECK(buffer == pread_string(file.fd(), 3000, 5000));
 
   // A read across the end is short, and one at the end reads nothing.
   CHECK(handle.submit(i2o2::op::read{.file = file.fd(), .buf = buffer.data(), .len = 3000, .offset = 9000})
@@ -169,17 +162,17 @@ TEST_CASE("write puts exactly its bytes where pread finds them", "[ops]") {
   const std::string data = pattern(4096, 3);
   CHECK(handle.submit(i2o2::op::write{.file = file.fd(), .buf = data.data(), .len = 4096, .offset = 1000})
             .wait() == 4096);
-  CHECK(pread_all(file.fd(), 4096, 1000) == data);
+  CHECK(pread_string(file.fd(), 4096, 1000) == data);
   // Nothing outside the range changed, and the file did not grow.
-  CHECK(pread_all(file.fd(), 1000, 0) == std::string(1000, '.'));
-  CHECK(pread_all(file.fd(), 8192 - 5096, 5096) == std::string(8192 - 5096, '.'));
+  CHECK(pread_string(file.fd(), 1000, 0) == std::string(1000, '.'));
+  CHECK(pread_string(file.fd(), 8192 - 5096, 5096) == std::string(8192 - 5096, '.'));
   CHECK(stat_of(file.fd()).st_size == 8192);
 
   // Past the end, the file grows to fit.
   CHECK(handle.submit(i2o2::op::write{.file = file.fd(), .buf = data.data(), .len = 100, .offset = 10000})
             .wait() == 100);
   CHECK(stat_of(file.fd()).st_size == 10100);
-  CHECK(pread_all(file.fd(), 100, 10000) == data.substr(0, 100));
+  CHECK(pread_string(file.fd(), 100, 10000) == data.substr(0, 100));
 }
 
 TEST_CASE("readv scatters the file into every iovec in order", "[ops]") {
@@ -210,8 +203,8 @@ TEST_CASE("writev gathers every iovec into the file in order", "[ops]") {
   CHECK(handle.submit(i2o2::op::writev{.file = file.fd(), .iov = iov.data(), .iov_count = 3, .offset = 50})
             .wait() == 4317);
   CHECK(stat_of(file.fd()).st_size == 50 + 4317);
-  CHECK(pread_all(file.fd(), 4317, 50) == a + b + c);
-  CHECK(pread_all(file.fd(), 50, 0) == std::string(50, '\0'));
+  CHECK(pread_string(file.fd(), 4317, 50) == a + b + c);
+  CHECK(pread_string(file.fd(), 50, 0) == std::string(50, '\0'));
 }
 
 TEST_CASE("read_fixed and write_fixed on an empty registered-buffer slot fail in the kernel",
@@ -243,7 +236,7 @@ TEST_CASE("read_fixed and write_fixed on an empty registered-buffer slot fail in
   }
   // Nothing was read into the buffer, nothing written into the file.
   CHECK(buffer == std::string(4096, '\0'));
-  CHECK(pread_all(file.fd(), 4096, 0) == data);
+  CHECK(pread_string(file.fd(), 4096, 0) == data);
 }
 
 TEST_CASE("read_fixed and write_fixed move data through a registered buffer", "[ops][fixed_buffers]") {
@@ -264,7 +257,7 @@ TEST_CASE("read_fixed and write_fixed move data through a registered buffer", "[
             .submit(i2o2::op::write_fixed{.file = file.fd(), .buf = region.data(), .len = 4096, .offset = 100,
                                           .buf_index = index})
             .wait() == 4096);
-  CHECK(pread_all(file.fd(), 4096, 100) == out);
+  CHECK(pread_string(file.fd(), 4096, 100) == out);
 
   // read_fixed into the second half (any range inside the buffer works).
   const std::string in = pattern(4096, 23);
@@ -318,7 +311,7 @@ TEST_CASE("fsync and fdatasync leave no dirty or writeback page (cachestat)", "[
     REQUIRE(after);
     CHECK(after->dirty == 0);
     CHECK(after->writeback == 0);
-    CHECK(pread_all(file.fd(), data.size(), 0) == data);
+    CHECK(pread_string(file.fd(), data.size(), 0) == data);
   }
 }
 
@@ -333,7 +326,7 @@ TEST_CASE("fallocate allocates blocks, with and without KEEP_SIZE", "[ops]") {
   auto st = stat_of(file.fd());
   CHECK(st.st_size == static_cast<off_t>(mib));
   CHECK(static_cast<std::uint64_t>(st.st_blocks) * 512 >= mib);
-  CHECK(pread_all(file.fd(), 4096, 0) == std::string(4096, '\0'));
+  CHECK(pread_string(file.fd(), 4096, 0) == std::string(4096, '\0'));
 
   CHECK(handle
             .submit(i2o2::op::fallocate{.file = file.fd(), .mode = FALLOC_FL_KEEP_SIZE, .offset = mib, .len = mib})
@@ -360,11 +353,11 @@ TEST_CASE("ftruncate shrinks and grows the file", "[ops][may_skip]") {
   }
   CHECK(handle.submit(i2o2::op::ftruncate{.file = file.fd(), .length = 100}).wait() == 0);
   CHECK(stat_of(file.fd()).st_size == 100);
-  CHECK(pread_all(file.fd(), 8192, 0) == data.substr(0, 100));
+  CHECK(pread_string(file.fd(), 8192, 0) == data.substr(0, 100));
 
   CHECK(handle.submit(i2o2::op::ftruncate{.file = file.fd(), .length = 5000}).wait() == 0);
   CHECK(stat_of(file.fd()).st_size == 5000);
-  CHECK(pread_all(file.fd(), 8192, 0) == data.substr(0, 100) + std::string(4900, '\0'));
+  CHECK(pread_string(file.fd(), 8192, 0) == data.substr(0, 100) + std::string(4900, '\0'));
 }
 
 TEST_CASE("fadvise DONTNEED drops the file's clean pages from the page cache", "[ops]") {
@@ -410,7 +403,7 @@ TEST_CASE("madvise DONTNEED on a private file mapping drops the private copies",
   CHECK(std::string_view(bytes + page, 2 * page) == std::string_view(data).substr(page, 2 * page));
   CHECK(std::string_view(bytes + 3 * page, page) == std::string(page, 'Z'));
   // The file itself never saw the private writes.
-  CHECK(pread_all(file.fd(), size, 0) == data);
+  CHECK(pread_string(file.fd(), size, 0) == data);
   ::munmap(map, size);
 }
 
@@ -432,7 +425,7 @@ TEST_CASE("openat resolves with a new descriptor for the same file", "[ops]") {
   const auto original = stat_of(file.fd());
   CHECK(opened.st_ino == original.st_ino);
   CHECK(opened.st_dev == original.st_dev);
-  CHECK(pread_all(fd, 5, 0) == "hello");
+  CHECK(pread_string(fd, 5, 0) == "hello");
   ::close(fd);
 
   // Relative to a directory fd, and a missing path.
@@ -566,7 +559,7 @@ TEST_CASE("uring_cmd on an SQE128 ring reaches the kernel", "[ops][may_skip]") {
                 .wait() == 3000);
     REQUIRE(back == data);
   }
-  CHECK(pread_all(file.fd(), 3000, 0) == data);
+  CHECK(pread_string(file.fd(), 3000, 0) == data);
 }
 
 // ---- op options -----------------------------------------------------------
@@ -585,7 +578,7 @@ TEST_CASE("ioprio reaches the kernel and reads and writes stay correct", "[ops][
             .submit(i2o2::op::write{.file = file.fd(), .buf = data.data(), .len = 4096, .offset = 0,
                                     .options = {.ioprio = best_effort_4}})
             .wait() == 4096);
-  CHECK(pread_all(file.fd(), 4096, 0) == data);
+  CHECK(pread_string(file.fd(), 4096, 0) == data);
 
   std::string buffer(4096, '\0');
   CHECK(handle
@@ -635,7 +628,7 @@ TEST_CASE("will_block (IOSQE_ASYNC) runs the op on an io-wq worker, with correct
             .submit(i2o2::op::write{.file = file.fd(), .buf = more.data(), .len = 4096, .offset = 8192,
                                     .options = {.ioprio = (2 << 13) | 4, .will_block = true}})
             .wait() == 4096);
-  CHECK(pread_all(file.fd(), 4096, 8192) == more);
+  CHECK(pread_string(file.fd(), 4096, 8192) == more);
 }
 
 // ---- registered files -----------------------------------------------------
@@ -684,7 +677,7 @@ TEST_CASE("an op on a registered file reaches the registered file", "[ops][fixed
             .submit(i2o2::op::write{.file = i2o2::fixed_file(static_cast<unsigned>(slot)), .buf = more.data(),
                                     .len = 100, .offset = 4096})
             .wait() == 100);
-  CHECK(pread_all(file.fd(), 100, 4096) == more);
+  CHECK(pread_string(file.fd(), 100, 4096) == more);
 
   CHECK(handle.unregister_file(static_cast<unsigned>(slot)).wait() == 0);
   CHECK(handle
@@ -714,7 +707,7 @@ TEST_CASE("submit_many returns one reply per op, in order", "[ops][batch]") {
   CHECK(replies[1].wait() == 333);
   CHECK(replies[2].wait() == 0);
   CHECK(stat_of(file.fd()).st_size == 1333);
-  CHECK(pread_all(file.fd(), 2000, 0) == first + second);
+  CHECK(pread_string(file.fd(), 2000, 0) == first + second);
 
   // A batch whose ops fail differently: the errors line up with the ops.
   std::vector<i2o2::prepared_op> mixed{
@@ -735,17 +728,7 @@ TEST_CASE("submit_many returns one reply per op, in order", "[ops][batch]") {
 
 namespace {
 
-/// The smallest coroutine type that can co_await a reply: starts at once,
-/// frees itself when done. Its result travels through a std::promise.
-struct detached_task {
-  struct promise_type {
-    detached_task get_return_object() noexcept { return {}; }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
-};
+using i2o2_test::detached_task;
 
 struct awaited {
   int result = 0;
@@ -803,7 +786,7 @@ TEST_CASE("a coroutine co_awaits a file write and gets its result", "[ops][co_aw
   await_submit(handle, i2o2::op::write{.file = file.fd(), .buf = data.data(), .len = 5000, .offset = 0},
                std::move(done));
   CHECK(result.get().result == 5000);
-  CHECK(pread_all(file.fd(), 5000, 0) == data);
+  CHECK(pread_string(file.fd(), 5000, 0) == data);
 }
 
 TEST_CASE("co_await on a reply that is already in does not suspend", "[ops][co_await]") {

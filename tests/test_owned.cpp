@@ -5,15 +5,14 @@
 //
 // Ops that must stay in flight are parked on an empty pipe and completed by
 // writing to it. Every test case runs under a watchdog.
+#include "coroutine_support.hpp"
 #include "support.hpp"
 
 #include <array>
 #include <atomic>
 #include <cerrno>
-#include <coroutine>
 #include <cstddef>
 #include <cstring>
-#include <exception>
 #include <future>
 #include <string>
 #include <thread>
@@ -22,6 +21,11 @@
 using namespace std::chrono_literals;
 
 namespace {
+
+using i2o2_test::detached_task;
+using i2o2_test::eventually;
+using i2o2_test::pread_string;
+using i2o2_test::settle;
 
 i2o2::config small_ring() { return i2o2::config{.queue_capacity = 64, .ring_depth = 8}; }
 
@@ -33,48 +37,6 @@ std::vector<std::byte> to_bytes(const std::string& text) {
 
 std::string to_string(const std::vector<std::byte>& bytes, std::size_t count) {
   return std::string(reinterpret_cast<const char*>(bytes.data()), count);
-}
-
-std::string pread_string(int fd, std::size_t size, off_t offset) {
-  std::string out(size, '\0');
-  const ssize_t got = ::pread(fd, out.data(), size, offset);
-  REQUIRE(got >= 0);
-  out.resize(static_cast<std::size_t>(got));
-  return out;
-}
-
-template <class Predicate>
-bool eventually(Predicate done, std::chrono::seconds limit = 20s) {
-  const auto give_up = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() > give_up) return false;
-    std::this_thread::yield();
-  }
-  return true;
-}
-
-/// Round-trips nops until `done()` holds.
-template <class Predicate>
-bool settle(i2o2::handle& handle, Predicate done) {
-  for (int i = 0; i < 100000; ++i) {
-    if (done()) return true;
-    if (handle.submit(i2o2::op::nop{}).wait() != 0) return false;
-  }
-  return done();
-}
-
-std::size_t bytes_left_in(const i2o2_test::pipe_pair& pipe) {
-  const int flags = ::fcntl(pipe.read_end(), F_GETFL);
-  REQUIRE(::fcntl(pipe.read_end(), F_SETFL, flags | O_NONBLOCK) == 0);
-  char sink[256];
-  std::size_t total = 0;
-  for (;;) {
-    const ssize_t got = ::read(pipe.read_end(), sink, sizeof(sink));
-    if (got <= 0) break;
-    total += static_cast<std::size_t>(got);
-  }
-  REQUIRE(::fcntl(pipe.read_end(), F_SETFL, flags) == 0);
-  return total;
 }
 
 /// What a tracked_buffer saw when it was destroyed.
@@ -104,20 +66,6 @@ public:
 private:
   std::vector<char> bytes_;
   std::shared_ptr<buffer_record> record_;
-};
-
-// ---- a minimal coroutine type ---------------------------------------------------
-
-/// Starts at once and frees itself at the end; results leave through a
-/// std::promise the coroutine owns.
-struct detached_task {
-  struct promise_type {
-    detached_task get_return_object() noexcept { return {}; }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
 };
 
 struct round_trip {

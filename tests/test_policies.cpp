@@ -1,6 +1,7 @@
 // Policy-specific behaviour the matrix cannot show: creation errors and
 // fallbacks of the wait strategies, callbacks when an op never runs, where
 // awaitable replies resume, the Asio adaptor, and the queues' layout.
+#include "coroutine_support.hpp"
 #include "policy_matrix.hpp"
 
 #include <i2o2/asio.hpp>
@@ -15,6 +16,8 @@
 #include <mutex>
 
 namespace {
+
+using i2o2_test::detached_task;
 
 /// Undoes kernel_features::pretend_missing when the test ends.
 struct pretend_older_kernel {
@@ -71,17 +74,6 @@ private:
   std::deque<std::coroutine_handle<>> work_;
   bool stopping_ = false;
   std::thread thread_;
-};
-
-/// A fire-and-forget coroutine that records where it resumed.
-struct detached_task {
-  struct promise_type {
-    detached_task get_return_object() noexcept { return {}; }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
 };
 
 template <class Handle>

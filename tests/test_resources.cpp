@@ -9,6 +9,7 @@
 // CAP_IPC_LOCK to hit RLIMIT_MEMLOCK) or that could hang the scheduler if
 // the library is wrong run in a forked child under a time limit, so a hang
 // is reported as a failure instead of killing the whole executable.
+#include "proc_support.hpp"
 #include "support.hpp"
 
 #include <linux/capability.h>
@@ -23,11 +24,8 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -38,8 +36,12 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using i2o2_test::churn;
 using i2o2_test::counting_guard;
 using i2o2_test::guard_record;
+using i2o2_test::pread_string;
+using i2o2_test::reply_watch_guard;
+using i2o2_test::reply_watch_record;
 
 constexpr int table_full = i2o2::result_of(i2o2::errc::resource_table_full);
 constexpr int not_registered = i2o2::result_of(i2o2::errc::not_registered);
@@ -54,7 +56,8 @@ i2o2::any_guard counted(const std::shared_ptr<guard_record>& record) { return co
 
 /// Round-trips nops until `done()` holds (each nop makes the scheduler go
 /// round its loop and reap whatever CQEs, e.g. tag CQEs, are in). Bounded
-/// only so that a failure gets a message before the watchdog fires.
+/// only so that a failure gets a message before the watchdog fires (by
+/// time, where support.hpp's settle counts nops).
 template <class Predicate>
 bool settle(i2o2::handle& handle, Predicate done, std::chrono::seconds limit = 20s) {
   const auto give_up = std::chrono::steady_clock::now() + limit;
@@ -64,13 +67,6 @@ bool settle(i2o2::handle& handle, Predicate done, std::chrono::seconds limit = 2
     std::this_thread::yield();
   }
   return true;
-}
-
-/// A few nop round trips: afterwards the scheduler has gone round its loop
-/// (submitted, reaped) several times since anything sent before.
-void churn(i2o2::handle& handle, int rounds = 16) {
-  for (int i = 0; i < rounds; ++i)
-    REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
 }
 
 /// A private anonymous mapping of whole pages, unmapped on destruction.
@@ -91,61 +87,12 @@ private:
   void* data_;
 };
 
-std::string pread_string(int fd, std::size_t size, off_t offset) {
-  std::string out(size, '\0');
-  const ssize_t got = ::pread(fd, out.data(), size, offset);
-  REQUIRE(got >= 0);
-  out.resize(static_cast<std::size_t>(got));
-  return out;
-}
-
 std::string pattern(std::size_t size, unsigned seed) {
   std::string out(size, '\0');
   for (std::size_t i = 0; i < size; ++i)
     out[i] = static_cast<char>('a' + (i * 7 + seed) % 26);
   return out;
 }
-
-/// A guard that records, when it dies, whether the reply it watches had
-/// already resolved: a registered file's guard must outlive every op that
-/// uses the file (G4), so dying before that op's reply is an early release.
-struct life_record {
-  std::atomic<int> destroyed{0};
-  std::atomic<int> before_watched_reply{0};
-  std::mutex mutex;
-  std::shared_ptr<const i2o2::reply_t> watched;
-
-  void watch(std::shared_ptr<const i2o2::reply_t> reply) {
-    std::lock_guard lock(mutex);
-    watched = std::move(reply);
-  }
-};
-
-class life_guard {
-public:
-  explicit life_guard(std::shared_ptr<life_record> record) noexcept : record_(std::move(record)) {}
-  life_guard(life_guard&& other) noexcept : record_(std::move(other.record_)) {}
-  life_guard& operator=(life_guard&& other) noexcept {
-    if (this != &other) {
-      note();
-      record_ = std::move(other.record_);
-    }
-    return *this;
-  }
-  ~life_guard() { note(); }
-
-private:
-  void note() noexcept {
-    if (!record_) return;
-    {
-      std::lock_guard lock(record_->mutex);
-      if (record_->watched && !record_->watched->is_ready()) record_->before_watched_reply.fetch_add(1);
-    }
-    record_->destroyed.fetch_add(1);
-    record_.reset();
-  }
-  std::shared_ptr<life_record> record_;
-};
 
 // ---- running a scenario in a child process ----------------------------------
 
@@ -230,32 +177,6 @@ child_outcome run_in_child(const std::function<void(const std::function<void(int
   outcome.status = status;
   outcome.exited_cleanly = !outcome.timed_out && WIFEXITED(status) && WEXITSTATUS(status) == 0;
   return outcome;
-}
-
-/// The kernel's id of this process's thread named `name` (-1: none).
-pid_t thread_named(const std::string& name) {
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream comm(entry.path() / "comm");
-    std::string line;
-    std::getline(comm, line);
-    if (line == name) return static_cast<pid_t>(std::stol(entry.path().filename().string()));
-  }
-  return -1;
-}
-
-/// Waits (bounded) until thread `tid` sleeps. The scheduler thread sleeps
-/// only inside io_uring_enter, after pulling what was queued.
-bool wait_until_sleeping(pid_t tid) {
-  const auto give_up = std::chrono::steady_clock::now() + 10s;
-  while (std::chrono::steady_clock::now() < give_up) {
-    std::ifstream stat("/proc/self/task/" + std::to_string(tid) + "/stat");
-    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-    const auto end_of_name = text.rfind(')');
-    if (end_of_name != std::string::npos && end_of_name + 2 < text.size() && text[end_of_name + 2] == 'S')
-      return true;
-    std::this_thread::yield();
-  }
-  return false;
 }
 
 /// Removes CAP_IPC_LOCK from this (child) process: without it, pinned
@@ -343,8 +264,8 @@ TEST_CASE("G4: a file unregistered while a read on it is parked keeps its guard 
   i2o2_test::pipe_pair pipe;
   auto [owner, handle] = i2o2::spawn(small_config(4, 0));
 
-  auto record = std::make_shared<life_record>();
-  const int index = handle.register_file(pipe.read_end(), life_guard(record)).wait();
+  auto record = std::make_shared<reply_watch_record>(reply_watch_record::if_unwatched::not_early);
+  const int index = handle.register_file(pipe.read_end(), reply_watch_guard(record)).wait();
   REQUIRE(index >= 0);
 
   std::array<char, 16> buffer{};
@@ -378,7 +299,7 @@ TEST_CASE("G4: a file unregistered while a read on it is parked keeps its guard 
   REQUIRE(settle(handle, [&] { return record->destroyed.load() != 0; }));
   churn(handle);
   CHECK(record->destroyed.load() == 1);
-  CHECK(record->before_watched_reply.load() == 0);
+  CHECK(record->before_reply.load() == 0);
   CHECK(other->destroyed.load() == 0);
 }
 
@@ -390,8 +311,8 @@ TEST_CASE("G4: a buffer unregistered while a read_fixed into it is parked keeps 
   pages page(1);
   auto [owner, handle] = i2o2::spawn(small_config(0, 2));
 
-  auto record = std::make_shared<life_record>();
-  const int index = handle.register_buffer(page.data(), page.size(), life_guard(record)).wait();
+  auto record = std::make_shared<reply_watch_record>(reply_watch_record::if_unwatched::not_early);
+  const int index = handle.register_buffer(page.data(), page.size(), reply_watch_guard(record)).wait();
   REQUIRE(index >= 0);
   REQUIRE(index < 2);
 
@@ -416,7 +337,7 @@ TEST_CASE("G4: a buffer unregistered while a read_fixed into it is parked keeps 
   REQUIRE(settle(handle, [&] { return record->destroyed.load() != 0; }));
   churn(handle);
   CHECK(record->destroyed.load() == 1);
-  CHECK(record->before_watched_reply.load() == 0);
+  CHECK(record->before_reply.load() == 0);
 }
 
 // ---- buffers ------------------------------------------------------------------
@@ -818,10 +739,14 @@ TEST_CASE("registered resources do not use up the ring's op budget: with ring_de
           if (handle.register_file(fd, counted(records.back())).wait() >= 0) ++ok;
         }
         report(registered, ok);
-        // Once the scheduler sleeps, its next pull budgets afresh (a nop
+        // Once the scheduler sleeps (only ever inside io_uring_enter, after
+        // pulling what was queued), its next pull budgets afresh (a nop
         // sent at once could slip into the pull of the last registration,
         // whose budget was counted before it).
-        report(scheduler_slept, wait_until_sleeping(thread_named("i2o2-budget")) ? 1 : 0);
+        const auto scheduler = i2o2_test::thread_named("i2o2-budget");
+        const bool slept =
+            scheduler && i2o2_test::eventually([&] { return i2o2_test::run_state(*scheduler) == 'S'; }, 10s);
+        report(scheduler_slept, slept ? 1 : 0);
         const auto nop = handle.submit(i2o2::op::nop{}).wait_for(5s);
         report(nop_result, nop ? *nop : -999);
         owner.stop();

@@ -17,6 +17,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using i2o2_test::size_of;
+
 /// The record thread `client` writes as its `index`th: unique, never zero
 /// (a hole in the file reads as zero).
 constexpr std::uint64_t record_of(int client, int index) noexcept {
@@ -35,12 +37,6 @@ std::size_t wrong_records(int fd, int clients, int per_client) {
     for (int i = 0; i < per_client; ++i)
       if (contents[static_cast<std::size_t>(c) * per_client + i] != record_of(c, i)) ++wrong;
   return wrong;
-}
-
-off_t size_of(int fd) {
-  struct stat info {};
-  REQUIRE(::fstat(fd, &info) == 0);
-  return info.st_size;
 }
 
 } // namespace
