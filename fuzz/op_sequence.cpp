@@ -104,14 +104,6 @@ bool trace() {
   return enabled;
 }
 
-bool known_bugs() {
-  static const bool enabled = [] {
-    const char* value = std::getenv("I2O2_FUZZ_KNOWN_BUGS");
-    return value != nullptr && *value == '1';
-  }();
-  return enabled;
-}
-
 bool wait_destroyed(const op_record& record) {
   const auto deadline = std::chrono::steady_clock::now() + resolve_bound;
   while (record.destroyed.load(std::memory_order_acquire) == 0) {
@@ -143,12 +135,6 @@ public:
   void go() {
     i2o2::config cfg;
     cfg.ring_depth = 1U << input_.ConsumeIntegralInRange<unsigned>(0, 4);
-    // Known library bug (scheduler.hpp, submit_or_wait): when the SQ is the
-    // limit (head_waits_for_room_), the scheduler submits and then waits for
-    // a completion, though submitting alone made room; if every op in flight
-    // is parked, ops queued behind them (and stop) hang. Shallow rings hit it
-    // with two parked reads; I2O2_FUZZ_KNOWN_BUGS=1 keeps them.
-    if (!known_bugs()) cfg.ring_depth = std::max(cfg.ring_depth, 4U);
     cfg.queue_capacity = input_.ConsumeIntegralInRange<std::uint32_t>(1, 64);
     cfg.idle_spin = std::chrono::microseconds(input_.ConsumeBool() ? 0 : 10);
     cfg.shutdown_deadline = 2s;
@@ -327,11 +313,15 @@ private:
   void timed(i2o2::handle& handle) {
     auto& p = pipes_[input_.ConsumeIntegralInRange(0, 1)];
     const auto ms = input_.ConsumeIntegralInRange(1, 3);
-    // Known library bug: on a ring of depth 1 an op with a timeout needs two
-    // SQEs (the op and its LINK_TIMEOUT) but the SQ has one, so it waits at
-    // the head of the queue forever (and so does stop). Skipped until fixed;
-    // I2O2_FUZZ_KNOWN_BUGS=1 in the environment exercises it anyway.
-    if (ring_depth_ == 1 && !known_bugs()) return;
+    if (ring_depth_ == 1) {
+      // An op and its LINK_TIMEOUT need two SQEs; a one-SQE ring refuses it.
+      auto& r = record("timed nop on a one-SQE ring");
+      publish(r, handle.submit(i2o2::op::nop{.options = {.timeout = 1s}}, counting_guard(&r, nullptr)));
+      const int refused = i2o2::result_of(i2o2::errc::batch_too_large);
+      expect_now(r, refused);
+      r.expected = refused;
+      return;
+    }
     if (p.parked == nullptr && p.buffered.empty()) {
       // Nothing will come: the deadline cancels the read.
       auto& r = record("timed pipe read");
@@ -373,15 +363,6 @@ private:
     f.expected = 0;
     publish(w, std::move(replies[0]));
     publish(f, std::move(replies[1]));
-    // Known library bug (scheduler.hpp, pull): chain members placed in a
-    // later pull than their head are not charged to that pull's SQ budget,
-    // so an op pulled right after them can find no SQE (a timed op aborts
-    // in place()). Waiting for the chain here keeps later ops out of that
-    // window; I2O2_FUZZ_KNOWN_BUGS=1 leaves it open.
-    if (!known_bugs()) {
-      wait_reply(*w.reply, w.what);
-      wait_reply(*f.reply, f.what);
-    }
   }
 
   void finish(i2o2::scheduler_thread<i2o2::default_scheduler>& owner, i2o2::handle& handle) {
