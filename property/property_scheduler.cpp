@@ -15,6 +15,7 @@
 
 #include <array>
 #include <climits>
+#include <cstdio>
 #include <memory>
 
 namespace {
@@ -23,12 +24,21 @@ using i2o2_test::guard_record;
 constexpr int pipe_count = 3;
 constexpr std::uint64_t file_slots = 64;
 
+/// Fails the property, naming the cause on stderr first: rapidcheck re-runs
+/// the shrunk case to print it, and a timing-dependent failure (a lost
+/// wake-up) may pass then, leaving "Falsifiable" with no reason.
+#define I2O2_PROPERTY_FAIL(message)                                                                          \
+  do {                                                                                                       \
+    std::fprintf(stderr, "property_scheduler: %s\n", message);                                               \
+    RC_FAIL(message);                                                                                        \
+  } while (false)
+
 /// Waits for a reply, turning a hang into a failure rapidcheck can shrink.
 int wait_bounded(const i2o2_test::pending& reply) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   for (;;) {
     if (const auto result = reply.try_get()) return *result;
-    if (std::chrono::steady_clock::now() > deadline) RC_FAIL("a reply did not resolve within 5 s");
+    if (std::chrono::steady_clock::now() > deadline) I2O2_PROPERTY_FAIL("a reply did not resolve within 5 s");
     std::this_thread::yield();
   }
 }
@@ -50,8 +60,8 @@ struct system_under_test {
   struct tracked {
     std::shared_ptr<guard_record> guard = std::make_shared<guard_record>();
     std::optional<i2o2_test::pending> reply;
-    int pipe = -1;              // a read parked on this pipe, or -1
-    int expected = INT_MIN;     // the result the model predicts, once known
+    int pipe = -1;           // a read parked on this pipe, or -1
+    int expected = INT_MIN;  // the result the model predicts, once known
     bool resolved_seen = false;
   };
 
@@ -62,7 +72,8 @@ struct system_under_test {
                                                   .ring_depth = 8,
                                                   .registered_files = 2,
                                                   .shutdown_deadline = std::chrono::milliseconds(1)})) {
-    for (auto& pipe : pipes) pipe = std::make_unique<i2o2_test::pipe_pair>();
+    for (auto& pipe : pipes)
+      pipe = std::make_unique<i2o2_test::pipe_pair>();
   }
 
   handle_type& handle() { return spawned.handle; }
@@ -112,7 +123,8 @@ struct system_under_test {
       }
       if (destroyed == 1 && op->reply) RC_ASSERT(op->reply->try_get().has_value());  // G2
     }
-    for (int pipe = 0; pipe < pipe_count; ++pipe) RC_ASSERT(unresolved[pipe] == m.parked[pipe]);
+    for (int pipe = 0; pipe < pipe_count; ++pipe)
+      RC_ASSERT(unresolved[pipe] == m.parked[pipe]);
   }
 
   i2o2::spawned<scheduler> spawned;
@@ -126,7 +138,6 @@ struct system_under_test {
 
 template <class Policies>
 using command = rc::state::Command<model, system_under_test<Policies>>;
-
 
 template <class Policies>
 struct submit_nop final : command<Policies> {
@@ -156,9 +167,9 @@ struct park_read final : command<Policies> {
       i2o2_test::counting_guard counter;
       std::shared_ptr<char> buffer;
     };
-    op.reply.emplace(i2o2_test::submit(sut.handle(),
-                                       i2o2::op::read{.file = sut.pipes[pipe]->read_end(), .buf = buffer.get(), .len = 1},
-                                       owning_guard{i2o2_test::counting_guard(op.guard), buffer}));
+    op.reply.emplace(i2o2_test::submit(
+        sut.handle(), i2o2::op::read{.file = sut.pipes[pipe]->read_end(), .buf = buffer.get(), .len = 1},
+        owning_guard{i2o2_test::counting_guard(op.guard), buffer}));
     sut.check(this->nextState(m));
   }
   void show(std::ostream& out) const override { out << "park_read(" << pipe << ")"; }
@@ -178,10 +189,12 @@ struct feed_pipe final : command<Policies> {
       int resolved = 0;
       for (auto& op : sut.ops) {
         if (op->pipe != pipe) continue;
-        if (op->resolved_seen || (op->reply && op->reply->try_get()) || op->guard->destroyed.load() == 1) ++resolved;
+        if (op->resolved_seen || (op->reply && op->reply->try_get()) || op->guard->destroyed.load() == 1)
+          ++resolved;
       }
       if (resolved > before) break;
-      if (std::chrono::steady_clock::now() > deadline) RC_FAIL("a fed read did not complete within 5 s");
+      if (std::chrono::steady_clock::now() > deadline)
+        I2O2_PROPERTY_FAIL("a fed read did not complete within 5 s");
       std::this_thread::yield();
     }
     sut.check(this->nextState(m));
@@ -196,8 +209,8 @@ struct write_then_read final : command<Policies> {
   void run(const model& m, system_under_test<Policies>& sut) const override {
     auto& write = sut.add();
     write.expected = 1;
-    const i2o2::file_ref target =
-        sut.file_index ? i2o2::fixed_file(static_cast<unsigned>(*sut.file_index)) : i2o2::file_ref(sut.file.fd());
+    const i2o2::file_ref target = sut.file_index ? i2o2::fixed_file(static_cast<unsigned>(*sut.file_index))
+                                                 : i2o2::file_ref(sut.file.fd());
     write.reply.emplace(i2o2_test::submit(
         sut.handle(), i2o2::op::write{.file = target, .buf = &byte, .len = 1, .offset = offset},
         i2o2_test::counting_guard(write.guard)));
@@ -205,9 +218,9 @@ struct write_then_read final : command<Policies> {
     char back = 0;
     auto& read = sut.add();
     read.expected = 1;
-    read.reply.emplace(i2o2_test::submit(sut.handle(),
-                                         i2o2::op::read{.file = target, .buf = &back, .len = 1, .offset = offset},
-                                         i2o2_test::counting_guard(read.guard)));
+    read.reply.emplace(i2o2_test::submit(
+        sut.handle(), i2o2::op::read{.file = target, .buf = &back, .len = 1, .offset = offset},
+        i2o2_test::counting_guard(read.guard)));
     RC_ASSERT(wait_bounded(*read.reply) == 1);
     RC_ASSERT(back == byte);
     char on_disk = 0;
@@ -295,9 +308,9 @@ struct register_file final : command<Policies> {
     sut.file_guard = std::make_shared<guard_record>();
     using handle_type = typename system_under_test<Policies>::handle_type;
     const auto registered = i2o2_test::request<handle_type>([&](auto&&... reply_args) {
-                        return sut.handle().register_file(sut.file.fd(), i2o2_test::counting_guard(sut.file_guard),
-                                                          std::forward<decltype(reply_args)>(reply_args)...);
-                      });
+      return sut.handle().register_file(sut.file.fd(), i2o2_test::counting_guard(sut.file_guard),
+                                        std::forward<decltype(reply_args)>(reply_args)...);
+    });
     const int index = wait_bounded(registered);
     RC_ASSERT(index >= 0);
     RC_ASSERT(index < 2);
@@ -322,7 +335,8 @@ struct unregister_file final : command<Policies> {
     // op uses the file.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     while (sut.file_guard->destroyed.load() == 0) {
-      if (std::chrono::steady_clock::now() > deadline) RC_FAIL("the file's tag CQE did not come within 5 s");
+      if (std::chrono::steady_clock::now() > deadline)
+        I2O2_PROPERTY_FAIL("the file's tag CQE did not come within 5 s");
       std::this_thread::yield();
     }
     RC_ASSERT(sut.file_guard->destroyed.load() == 1);
@@ -336,12 +350,12 @@ void run_model() {
   using sut_type = system_under_test<Policies>;
   model initial;
   sut_type sut;
-  rc::state::check(initial, sut,
-                   rc::state::gen::execOneOfWithArgs<submit_nop<Policies>, park_read<Policies>, feed_pipe<Policies>,
-                                                     write_then_read<Policies>, drop_reply<Policies>,
-                                                     cancel_read<Policies>, copy_handle<Policies>,
-                                                     drop_handle<Policies>, register_file<Policies>,
-                                                     unregister_file<Policies>>());
+  rc::state::check(
+      initial, sut,
+      rc::state::gen::execOneOfWithArgs<submit_nop<Policies>, park_read<Policies>, feed_pipe<Policies>,
+                                        write_then_read<Policies>, drop_reply<Policies>,
+                                        cancel_read<Policies>, copy_handle<Policies>, drop_handle<Policies>,
+                                        register_file<Policies>, unregister_file<Policies>>());
 
   // Shutdown (G5), with or without a deadline: every reply resolves, every
   // guard is released exactly once, the thread joins.
@@ -370,7 +384,8 @@ void run_model() {
       if (op->pipe < 0 || op->resolved_seen) continue;
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
       while (op->guard->destroyed.load() == 0) {
-        if (std::chrono::steady_clock::now() > deadline) RC_FAIL("a read fed at shutdown did not complete");
+        if (std::chrono::steady_clock::now() > deadline)
+          I2O2_PROPERTY_FAIL("a read fed at shutdown did not complete");
         std::this_thread::yield();
       }
     }
@@ -387,7 +402,7 @@ void run_model() {
   if (sut.file_guard) RC_ASSERT(sut.file_guard->destroyed.load() == 1);
 }
 
-} // namespace
+}  // namespace
 
 TEMPLATE_LIST_TEST_CASE("the scheduler agrees with its model (G1-G6, R1)", "[property][model]",
                         i2o2_test::all_policies) {
