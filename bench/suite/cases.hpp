@@ -39,7 +39,8 @@ inline constexpr unsigned append_block = 4096;
 
 /// The workloads, in report order.
 inline const std::vector<std::string>& workload_names() {
-  static const std::vector<std::string> names{"nop_sync", "nop_pipelined", "randread", "seqwrite", "append"};
+  static const std::vector<std::string> names{"nop_sync", "nop_wake", "nop_pipelined",
+                                              "randread", "seqwrite", "append"};
   return names;
 }
 

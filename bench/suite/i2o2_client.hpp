@@ -12,6 +12,8 @@
 #include <atomic>
 #include <memory>
 #include <optional>
+#include <span>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -30,6 +32,13 @@ public:
   template <class Op>
   void submit(Handle& handle, unsigned slot, const Op& op) {
     replies_[slot] = handle.submit(op);
+  }
+  /// Refills `slots` with `ops` as one queue message (submit_many): one
+  /// push and at most one wake for the lot, as a batching client would.
+  void submit_batch(Handle& handle, std::span<const unsigned> slots, std::span<const i2o2::prepared_op> ops) {
+    auto replies = handle.submit_many(ops);
+    for (std::size_t i = 0; i < slots.size(); ++i)
+      replies_[slots[i]] = std::move(replies[i]);
   }
   bool ready(unsigned slot) const noexcept { return replies_[slot].is_ready(); }
   int wait(unsigned slot) const noexcept { return replies_[slot].wait(); }
@@ -59,6 +68,11 @@ public:
       target->done.notify_one();
     });
   }
+  /// Callback replies take one callable per op: no submit_many, one by one.
+  void submit_batch(Handle& handle, std::span<const unsigned> slots, std::span<const i2o2::prepared_op> ops) {
+    for (std::size_t i = 0; i < slots.size(); ++i)
+      submit(handle, slots[i], i2o2::op::raw{ops[i]});
+  }
   bool ready(unsigned index) const noexcept {
     return slots_[index].done.load(std::memory_order_acquire) != 0;
   }
@@ -83,38 +97,92 @@ using window_for =
     std::conditional_t<has_callback_reply<Scheduler>, callback_window<typename Scheduler::handle_type>,
                        future_window<typename Scheduler::handle_type>>;
 
-/// Keeps `qd` ops in flight until `stop`: waits for the oldest, counts it,
-/// submits `make_op(slot)` in its place (a sliding window). Then drains.
-/// With `in_order` false, every pass first takes whatever has completed in
-/// any slot (reads finish out of order) and waits only when nothing has.
+/// The slots completed in one pass and the ops that refill them, sent
+/// together: a client that finds several replies ready resubmits them as
+/// one batch (fio's io_uring engine and the raw_liburing baseline do too).
+template <class Window, class Handle>
+class refill_batch {
+public:
+  explicit refill_batch(unsigned qd) {
+    slots_.reserve(qd);
+    ops_.reserve(qd);
+  }
+  void add(unsigned slot, const i2o2::prepared_op& op) {
+    slots_.push_back(slot);
+    ops_.push_back(op);
+  }
+  void send(Handle& handle, Window& window) {
+    if (slots_.empty()) return;
+    window.submit_batch(handle, slots_, ops_);
+    slots_.clear();
+    ops_.clear();
+  }
+
+private:
+  std::vector<unsigned> slots_;
+  std::vector<i2o2::prepared_op> ops_;
+};
+
+/// Keeps `qd` ops in flight until `stop`: waits for the oldest, takes it
+/// and every other reply already in, and refills those slots with
+/// `make_op(slot)` as one batch (a sliding window). Then drains. With
+/// `in_order` false, a pass first takes whatever has completed in any slot
+/// (reads finish out of order) and waits only when nothing has.
 template <class Window, class Handle, class MakeOp>
 void run_window(Handle& handle, Window& window, unsigned qd, bool in_order, int expected, const char* impl,
                 const std::atomic<bool>& stop, client_meter& meter, MakeOp&& make_op) {
   std::vector<std::optional<bench_clock::time_point>> started(qd);
+  std::vector<bool> in_flight(qd, true);
+  refill_batch<Window, Handle> refill(qd);
   for (unsigned slot = 0; slot < qd; ++slot) {
     started[slot] = meter.start();
-    window.submit(handle, slot, make_op(slot));
+    refill.add(slot, make_op(slot));
   }
-  const auto complete = [&](unsigned slot, int result) {
+  refill.send(handle, window);
+  const auto take = [&](unsigned slot, int result) {
     expect_result(result, expected, impl);
     meter.finish(started[slot]);
-    started[slot] = meter.start();
-    window.submit(handle, slot, make_op(slot));
+    in_flight[slot] = false;
   };
   unsigned oldest = 0;
   while (!stop.load(std::memory_order_relaxed)) {
+    const unsigned first_taken = oldest;
     bool took_any = false;
     if (!in_order) {
+      // Wait for any reply, not the oldest: polling the slots (spin, then a
+      // few yields) before blocking on one keeps reads that finished early
+      // from idling behind a slow one.
+      const auto any_ready = [&] {
+        for (unsigned slot = 0; slot < qd; ++slot)
+          if (window.ready(slot)) return true;
+        return false;
+      };
+      if (!any_ready() && !i2o2::detail::adaptive_spin::run(any_ready))
+        for (int round = 0; round < 8 && !any_ready(); ++round)
+          std::this_thread::yield();
       for (unsigned slot = 0; slot < qd; ++slot) {
         if (!window.ready(slot)) continue;
-        complete(slot, window.wait(slot));
+        take(slot, window.wait(slot));
         took_any = true;
       }
     }
     if (!took_any) {
-      complete(oldest, window.wait(oldest));
+      take(oldest, window.wait(oldest));
       oldest = (oldest + 1) % qd;
+      // In order: the replies right behind the oldest that are in already.
+      while (in_order && in_flight[oldest] && window.ready(oldest)) {
+        take(oldest, window.wait(oldest));
+        oldest = (oldest + 1) % qd;
+      }
     }
+    for (unsigned i = 0; i < qd; ++i) {
+      const unsigned slot = (first_taken + i) % qd;
+      if (in_flight[slot]) continue;
+      started[slot] = meter.start();
+      in_flight[slot] = true;
+      refill.add(slot, make_op(slot));
+    }
+    refill.send(handle, window);
   }
   meter.stop_counting();
   for (unsigned slot = 0; slot < qd; ++slot)
@@ -122,24 +190,36 @@ void run_window(Handle& handle, Window& window, unsigned qd, bool in_order, int 
 }
 
 /// Issues `count` ops with `qd` in flight, in order (a write stream), then
-/// returns: fixed work rather than a fixed time.
+/// returns: fixed work rather than a fixed time. Waits for the oldest, takes
+/// it and the replies right behind it that are in, and refills their slots
+/// with the next ops of the stream as one batch.
 template <class Window, class Handle, class MakeOp>
 void run_stream(Handle& handle, Window& window, unsigned qd, std::uint64_t count, int expected,
                 const char* impl, client_meter& meter, MakeOp&& make_op) {
   std::vector<std::optional<bench_clock::time_point>> started(qd);
+  refill_batch<Window, Handle> refill(qd);
   std::uint64_t issued = 0;
   std::uint64_t done = 0;
-  for (unsigned slot = 0; slot < qd && issued < count; ++slot, ++issued) {
+  const auto issue = [&](unsigned slot) {
     started[slot] = meter.start();
-    window.submit(handle, slot, make_op(issued));
-  }
-  for (unsigned slot = 0; done < count; slot = (slot + 1) % qd, ++done) {
-    expect_result(window.wait(slot), expected, impl);
-    meter.finish(started[slot]);
-    if (issued < count) {
-      started[slot] = meter.start();
-      window.submit(handle, slot, make_op(issued++));
-    }
+    refill.add(slot, make_op(issued++));
+  };
+  for (unsigned slot = 0; slot < qd && issued < count; ++slot)
+    issue(slot);
+  refill.send(handle, window);
+  unsigned oldest = 0;
+  while (done < count) {
+    const std::uint64_t in_flight = issued - done;
+    std::uint64_t taken = 0;
+    do {
+      expect_result(window.wait(oldest), expected, impl);
+      meter.finish(started[oldest]);
+      ++done;
+      ++taken;
+      if (issued < count) issue(oldest);  // sent below, after the pass
+      oldest = (oldest + 1) % qd;
+    } while (taken < in_flight && window.ready(oldest));
+    refill.send(handle, window);
   }
   meter.stop_counting();
 }

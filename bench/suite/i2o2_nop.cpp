@@ -16,9 +16,9 @@ namespace {
 
 /// Spawns `Scheduler`; a kernel without what its policies need skips the case.
 template <class Scheduler>
-i2o2::spawned<Scheduler> spawn_or_skip() {
+i2o2::spawned<Scheduler> spawn_or_skip(i2o2::config cfg) {
   try {
-    return i2o2::spawn_scheduler<Scheduler>();
+    return i2o2::spawn_scheduler<Scheduler>(std::move(cfg));
   } catch (const std::system_error& error) {
     throw skip_case{error.what()};
   }
@@ -26,13 +26,14 @@ i2o2::spawned<Scheduler> spawn_or_skip() {
 
 /// `clients` clients each keeping `qd` nops in flight (qd 1: submit and wait).
 template <class Scheduler>
-rep_result i2o2_nops(unsigned clients, unsigned qd, std::chrono::milliseconds duration, const char* impl) {
+rep_result i2o2_nops(unsigned clients, unsigned qd, std::chrono::milliseconds duration, const char* impl,
+                     i2o2::config cfg = {}) {
   using window_type = window_for<Scheduler>;
   // Declared before the scheduler so they outlive it (callback replies).
   std::vector<std::unique_ptr<window_type>> windows;
   for (unsigned i = 0; i < clients; ++i)
     windows.push_back(std::make_unique<window_type>(qd));
-  auto spawned = spawn_or_skip<Scheduler>();
+  auto spawned = spawn_or_skip<Scheduler>(std::move(cfg));
   const run_length length{duration, samples_for(4e6, duration, clients, 8), 8};
   return run_clients(clients, length, [&](unsigned index) {
     return [&, handle = spawned.handle, window = windows[index].get()](const std::atomic<bool>& stop,
@@ -52,6 +53,14 @@ void add_row(std::vector<bench_case>& cases, const plan& p, Row row) {
                        return i2o2_nops<scheduler>(clients, 1, duration, name);
                      },
                      p.nop_duration});
+  // No idle spin: the scheduler parks after every op, so each round trip
+  // goes through the wait strategy's wake-up (what an idle service sees).
+  cases.push_back({"nop_wake", row.name, 1, 1, std::nullopt,
+                   [name = row.name](std::chrono::milliseconds duration) {
+                     return i2o2_nops<scheduler>(1, 1, duration, name,
+                                                 {.idle_spin = std::chrono::microseconds(0)});
+                   },
+                   p.nop_duration});
   for (unsigned clients : p.pipelined_clients)
     cases.push_back({"nop_pipelined", row.name, clients, pipeline_depth, std::nullopt,
                      [clients, name = row.name](std::chrono::milliseconds duration) {

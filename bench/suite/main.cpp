@@ -4,6 +4,8 @@
 //
 //   nop_sync       W clients each submitting one nop and waiting: the
 //                  scheduler's round trip (a nop does no IO)
+//   nop_wake       one client, the scheduler parked between ops: the wait
+//                  strategy's wake-up, per policy row
 //   nop_pipelined  each client keeping 64 nops in flight: its throughput
 //   randread       4 KiB O_DIRECT random reads, QD 1/32/128, and 128 over 4
 //   seqwrite       buffered sequential writes, 4 KiB / 64 KiB / 1 MiB blocks

@@ -16,7 +16,7 @@ void print_usage() {
             "                     (default: 5 repetitions of 0.5 s (nops) / 2 s (IO), 1 GiB files)\n"
             "  --json FILE        also write the results as JSON (schema 1)\n"
             "  --plot FILE.png    plot nop_sync ops/s against clients with gnuplot\n"
-            "  --workloads LIST   comma-separated: nop_sync,nop_pipelined,randread,seqwrite,append\n"
+            "  --workloads LIST   comma-separated: nop_sync,nop_wake,nop_pipelined,randread,seqwrite,append\n"
             "  --impls LIST       comma-separated: default, i2o2 (every i2o2 row), a policy row such as\n"
             "                     mpsc_ring+futex+future, raw_liburing, thread_pool, blocking, fio\n"
             "  --clients LIST     nop_sync client counts (default 1,2,4,8,16; policy rows use 1 and 16)\n"

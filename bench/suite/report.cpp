@@ -35,6 +35,10 @@ const std::vector<table_spec>& table_specs() {
       {"nop_sync",
        "each client submits one nop and waits for it; raw_liburing: one nop per enter",
        {"thread_pool", "raw_liburing"}},
+      {"nop_wake",
+       "one client, one nop at a time, the scheduler parked between ops (idle_spin 0): the wait "
+       "strategy's wake-up; thread_pool: its worker sleeps between ops too",
+       {"thread_pool"}},
       {"nop_pipelined",
        "each client keeps 64 nops in flight (sliding window); raw_liburing: 64 per enter, latency = one "
        "enter",

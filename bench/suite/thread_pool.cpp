@@ -215,6 +215,9 @@ void add_thread_pool_cases(std::vector<bench_case>& cases, const plan& p) {
   for (unsigned clients : p.sync_clients)
     cases.push_back({"nop_sync", impl, clients, 1, std::nullopt,
                      [clients](auto duration) { return nops(clients, 1, duration); }, p.nop_duration});
+  // Its worker sleeps on a condition variable between ops: a wake per op.
+  cases.push_back({"nop_wake", impl, 1, 1, std::nullopt, [](auto duration) { return nops(1, 1, duration); },
+                   p.nop_duration});
   for (unsigned clients : p.pipelined_clients)
     cases.push_back({"nop_pipelined", impl, clients, pipeline_depth, std::nullopt,
                      [clients](auto duration) { return nops(clients, pipeline_depth, duration); },
