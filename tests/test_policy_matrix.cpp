@@ -2,7 +2,10 @@
 // combination (tests/policy_matrix.hpp): 2 x 4 x 3 = 24 schedulers.
 #include "policy_matrix.hpp"
 
+#include <optional>
 #include <random>
+#include <system_error>
+#include <utility>
 #include <vector>
 
 using i2o2_test::all_policies;
@@ -23,7 +26,28 @@ void settle(Handle& handle) {
   REQUIRE(i2o2_test::submit(handle, i2o2::op::nop{}).wait() == 0);
 }
 
-} // namespace
+/// `call(reply_args...)` is a try_submit: returns something to wait on if it
+/// was taken, else the refusal.
+template <class Handle, class Call>
+std::pair<std::optional<i2o2_test::pending>, std::error_code> try_request(Call&& call) {
+  if constexpr (std::is_same_v<typename Handle::reply_type, i2o2::callback_submitted>) {
+    auto state = std::make_shared<i2o2_test::pending::slot>();
+    auto result = call([state](int value) noexcept {
+      state->calls.fetch_add(1);
+      state->result = value;
+      state->done.store(1, std::memory_order_release);
+      state->done.notify_all();
+    });
+    if (!result) return {std::nullopt, result.error()};
+    return {i2o2_test::pending(state), {}};
+  } else {
+    auto result = call();
+    if (!result) return {std::nullopt, result.error()};
+    return {i2o2_test::pending(std::move(result).value()), {}};
+  }
+}
+
+}  // namespace
 
 TEMPLATE_LIST_TEST_CASE("writes and reads land in the file", "[matrix]", all_policies) {
   i2o2_test::watchdog dog("matrix write/read");
@@ -33,7 +57,8 @@ TEMPLATE_LIST_TEST_CASE("writes and reads land in the file", "[matrix]", all_pol
   auto& handle = running.handle;
   i2o2_test::temp_file file;
   const std::string text = "the quick brown fox";
-  REQUIRE(i2o2_test::submit(handle, i2o2::op::write{.file = file.fd(), .buf = text.data(),
+  REQUIRE(i2o2_test::submit(handle, i2o2::op::write{.file = file.fd(),
+                                                    .buf = text.data(),
                                                     .len = static_cast<std::uint32_t>(text.size()),
                                                     .offset = 8})
               .wait() == static_cast<int>(text.size()));
@@ -42,7 +67,8 @@ TEMPLATE_LIST_TEST_CASE("writes and reads land in the file", "[matrix]", all_pol
   CHECK(on_disk == text);
 
   std::string back(text.size(), '\0');
-  CHECK(i2o2_test::submit(handle, i2o2::op::read{.file = file.fd(), .buf = back.data(),
+  CHECK(i2o2_test::submit(handle, i2o2::op::read{.file = file.fd(),
+                                                 .buf = back.data(),
                                                  .len = static_cast<std::uint32_t>(back.size()),
                                                  .offset = 8})
             .wait() == static_cast<int>(text.size()));
@@ -112,8 +138,8 @@ TEMPLATE_LIST_TEST_CASE("a stop deadline cancels a hung op, guard released on it
   CHECK_THROWS_AS(i2o2_test::submit(handle, i2o2::op::nop{}), i2o2::scheduler_closed);
 }
 
-TEMPLATE_LIST_TEST_CASE("no wake-up is lost while the scheduler parks and wakes constantly (W1)",
-                        "[matrix]", all_policies) {
+TEMPLATE_LIST_TEST_CASE("no wake-up is lost while the scheduler parks and wakes constantly (W1)", "[matrix]",
+                        all_policies) {
   // Each round trip lets the scheduler go idle, so it parks between most
   // submits; a push that slipped between its queue check and its sleep
   // without a wake would leave a client waiting forever: the watchdog
@@ -131,12 +157,14 @@ TEMPLATE_LIST_TEST_CASE("no wake-up is lost while the scheduler parks and wakes 
     threads.emplace_back([&handle = handle, &completed, c] {
       std::minstd_rand random(static_cast<unsigned>(c + 1));
       for (int i = 0; i < round_trips; ++i) {
-        for (unsigned pause = random() % 64; pause > 0; --pause) std::this_thread::yield();
+        for (unsigned pause = random() % 64; pause > 0; --pause)
+          std::this_thread::yield();
         if (i2o2_test::submit(handle, i2o2::op::nop{}).wait() == 0) completed.fetch_add(1);
       }
     });
   }
-  for (auto& thread : threads) thread.join();
+  for (auto& thread : threads)
+    thread.join();
   CHECK(completed == clients * round_trips);
 }
 
@@ -156,19 +184,138 @@ TEMPLATE_LIST_TEST_CASE("concurrent clients each get their own results", "[matri
       for (int i = 0; i < writes; ++i) {
         const std::uint64_t record = static_cast<std::uint64_t>(c) << 32 | static_cast<std::uint32_t>(i);
         const std::uint64_t offset = (static_cast<std::uint64_t>(c) * writes + i) * sizeof(record);
-        if (i2o2_test::submit(handle, i2o2::op::write{.file = file.fd(), .buf = &record, .len = sizeof(record),
-                                                      .offset = offset})
+        if (i2o2_test::submit(
+                handle,
+                i2o2::op::write{.file = file.fd(), .buf = &record, .len = sizeof(record), .offset = offset})
                 .wait() == sizeof(record))
           right.fetch_add(1);
       }
     });
   }
-  for (auto& thread : threads) thread.join();
+  for (auto& thread : threads)
+    thread.join();
   CHECK(right == clients * writes);
   std::vector<std::uint64_t> records(clients * writes);
   REQUIRE(::pread(file.fd(), records.data(), records.size() * sizeof(std::uint64_t), 0) ==
           static_cast<ssize_t>(records.size() * sizeof(std::uint64_t)));
   for (int c = 0; c < clients; ++c)
     for (int i = 0; i < writes; ++i)
-      REQUIRE(records[c * writes + i] == (static_cast<std::uint64_t>(c) << 32 | static_cast<std::uint32_t>(i)));
+      REQUIRE(records[c * writes + i] ==
+              (static_cast<std::uint64_t>(c) << 32 | static_cast<std::uint32_t>(i)));
+}
+
+TEMPLATE_LIST_TEST_CASE("a dropped reply cancels nothing and frees nothing early (G6)", "[matrix]",
+                        all_policies) {
+  i2o2_test::watchdog dog("matrix dropped reply");
+  auto running = start<typename TestType::scheduler>();
+  auto& handle = running.handle;
+  i2o2_test::pipe_pair pipe;
+  auto record = std::make_shared<guard_record>();
+  char buffer[3] = {};
+  {
+    auto dropped = i2o2_test::submit(handle, i2o2::op::read{.file = pipe.read_end(), .buf = buffer, .len = 3},
+                                     counting_guard(record));
+  }  // the reply is gone; the read stays parked in the kernel
+  settle(handle);
+  CHECK(record->destroyed == 0);
+  pipe.feed("abc", 3);
+  // The read still completes into the buffer; its guard then dies once.
+  REQUIRE(i2o2_test::eventually([&] { return record->destroyed.load() == 1; }));
+  CHECK(std::string(buffer, 3) == "abc");
+  settle(handle);
+  CHECK(record->destroyed == 1);
+}
+
+TEMPLATE_LIST_TEST_CASE("a full queue refuses try_submit, loses nothing, and leaves the guard (backpressure)",
+                        "[matrix]", all_policies) {
+  i2o2_test::watchdog dog("matrix backpressure");
+  auto running = start<typename TestType::scheduler>();
+  auto& handle = running.handle;
+  using handle_type = std::remove_reference_t<decltype(handle)>;
+  i2o2_test::pipe_pair pipe;
+  // One-byte reads parked on an empty pipe fill the ring (depth 4), then
+  // the queue (capacity 16); the next try_submit must be refused.
+  std::vector<i2o2_test::pending> accepted;
+  std::vector<std::shared_ptr<guard_record>> records;
+  std::vector<char> buffer(64);
+  bool refused = false;
+  for (std::size_t i = 0; i < buffer.size() && !refused; ++i) {
+    auto record = std::make_shared<guard_record>();
+    typename handle_type::guard_arg guard = counting_guard(record);
+    auto [reply, error] = try_request<handle_type>([&](auto&&... reply_args) {
+      return handle.try_submit(i2o2::op::read{.file = pipe.read_end(), .buf = &buffer[i], .len = 1},
+                               std::move(guard), std::forward<decltype(reply_args)>(reply_args)...);
+    });
+    if (!reply) {
+      CHECK(error == i2o2::errc::queue_full);
+      CHECK(guard.has_value());  // handed back, still the caller's
+      CHECK(record->destroyed == 0);
+      refused = true;
+    } else {
+      accepted.push_back(std::move(*reply));
+      records.push_back(record);
+    }
+  }
+  REQUIRE(refused);
+  REQUIRE(accepted.size() >= 16);  // at least a full queue's worth was taken
+  const std::string bytes(accepted.size(), 'x');
+  pipe.feed(bytes.data(), bytes.size());
+  for (auto& reply : accepted)
+    CHECK(reply.wait() == 1);
+  settle(handle);
+  for (const auto& record : records)
+    CHECK(record->destroyed == 1);
+}
+
+TEMPLATE_LIST_TEST_CASE("a closed scheduler refuses ops with scheduler_closed (G3)", "[matrix]",
+                        all_policies) {
+  i2o2_test::watchdog dog("matrix closed");
+  auto running = start<typename TestType::scheduler>();
+  auto& handle = running.handle;
+  using handle_type = std::remove_reference_t<decltype(handle)>;
+  running.owner.stop();
+  auto record = std::make_shared<guard_record>();
+  CHECK_THROWS_AS(i2o2_test::submit(handle, i2o2::op::nop{}, counting_guard(record)), i2o2::scheduler_closed);
+  CHECK(record->destroyed == 1);  // submit released it
+
+  auto kept = std::make_shared<guard_record>();
+  typename handle_type::guard_arg guard = counting_guard(kept);
+  auto [reply, error] = try_request<handle_type>([&](auto&&... reply_args) {
+    return handle.try_submit(i2o2::op::nop{}, std::move(guard),
+                             std::forward<decltype(reply_args)>(reply_args)...);
+  });
+  CHECK_FALSE(reply.has_value());
+  CHECK(error == i2o2::errc::scheduler_closed);
+  CHECK(guard.has_value());  // try_submit leaves it with the caller
+  CHECK(kept->destroyed == 0);
+}
+
+TEMPLATE_LIST_TEST_CASE("a registered file serves ops; its guard dies after unregistering (G4)", "[matrix]",
+                        all_policies) {
+  i2o2_test::watchdog dog("matrix registered file");
+  auto running =
+      start<typename TestType::scheduler>({.queue_capacity = 16, .ring_depth = 4, .registered_files = 2});
+  auto& handle = running.handle;
+  using handle_type = std::remove_reference_t<decltype(handle)>;
+  i2o2_test::temp_file file;
+  auto record = std::make_shared<guard_record>();
+  const int index = i2o2_test::request<handle_type>([&](auto&&... reply_args) {
+                      return handle.register_file(file.fd(), counting_guard(record),
+                                                  std::forward<decltype(reply_args)>(reply_args)...);
+                    }).wait();
+  REQUIRE(index >= 0);
+  const std::string text = "fixed";
+  CHECK(i2o2_test::submit(handle, i2o2::op::write{.file = i2o2::fixed_file(static_cast<unsigned>(index)),
+                                                  .buf = text.data(),
+                                                  .len = static_cast<std::uint32_t>(text.size())})
+            .wait() == static_cast<int>(text.size()));
+  CHECK(i2o2_test::pread_string(file.fd(), text.size(), 0) == text);
+  CHECK(record->destroyed == 0);
+  CHECK(i2o2_test::request<handle_type>([&](auto&&... reply_args) {
+          return handle.unregister_file(static_cast<unsigned>(index),
+                                        std::forward<decltype(reply_args)>(reply_args)...);
+        }).wait() == 0);
+  REQUIRE(i2o2_test::eventually([&] { return record->destroyed.load() == 1; }));
+  settle(handle);
+  CHECK(record->destroyed == 1);
 }
