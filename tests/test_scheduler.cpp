@@ -14,7 +14,7 @@ using scheduler = i2o2::default_scheduler;
 std::atomic<int> signals_seen{0};
 void count_signal(int) { signals_seen.fetch_add(1, std::memory_order_relaxed); }
 
-} // namespace
+}  // namespace
 
 TEST_CASE("run() serves ops on the caller's thread and returns at shutdown", "[scheduler]") {
   i2o2_test::watchdog dog("run on the caller's thread");
@@ -30,7 +30,8 @@ TEST_CASE("run() serves ops on the caller's thread and returns at shutdown", "[s
     struct thread_noting_guard {
       std::thread::id* where;
       thread_noting_guard(std::thread::id* w) : where(w) {}
-      thread_noting_guard(thread_noting_guard&& other) noexcept : where(std::exchange(other.where, nullptr)) {}
+      thread_noting_guard(thread_noting_guard&& other) noexcept
+          : where(std::exchange(other.where, nullptr)) {}
       thread_noting_guard& operator=(thread_noting_guard&& other) noexcept {
         where = std::exchange(other.where, nullptr);
         return *this;
@@ -57,6 +58,25 @@ TEST_CASE("the ring is a single-issuer, deferred-taskrun ring where the kernel h
   CHECK((sched.ring_flags() & IORING_SETUP_SINGLE_ISSUER) != 0);
   CHECK((sched.ring_flags() & IORING_SETUP_DEFER_TASKRUN) != 0);
   CHECK((sched.ring_flags() & IORING_SETUP_R_DISABLED) != 0);
+  // So the idle spin can see completions waiting as deferred task work.
+  CHECK((sched.ring_flags() & IORING_SETUP_TASKRUN_FLAG) != 0);
+}
+
+TEST_CASE("an idle-spinning scheduler posts a completion that arrives during its spin", "[scheduler]") {
+  // A long idle spin: a read completed while the scheduler spins must be
+  // delivered without waiting for the spin to end or for another submit.
+  i2o2_test::watchdog dog("taskrun spin");
+  auto running = i2o2::spawn({.idle_spin = std::chrono::seconds(30)});
+  auto& handle = running.handle;
+  i2o2_test::pipe_pair pipe;
+  char byte = 0;
+  auto reply = handle.submit(i2o2::op::read{.file = pipe.read_end(), .buf = &byte, .len = 1});
+  REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);  // the read is parked; the scheduler now spins
+  pipe.feed("z", 1);
+  // Without the TASKRUN check this waits out the 30 s spin (the watchdog
+  // fires first); with it, the CQE is posted at once.
+  CHECK(reply.wait_for(std::chrono::seconds(10)) == std::optional<int>(1));
+  CHECK(byte == 'z');
 }
 
 TEST_CASE("signals interrupting io_uring_enter (-EINTR) lose no op", "[scheduler]") {
@@ -86,7 +106,8 @@ TEST_CASE("signals interrupting io_uring_enter (-EINTR) lose no op", "[scheduler
     char parked_buffer[4] = {};
     auto parked = handle.submit(i2o2::op::read{.file = pipe.read_end(), .buf = parked_buffer, .len = 4});
     int completed = 0;
-    for (int i = 0; i < 20000; ++i) completed += handle.submit(i2o2::op::nop{}).wait() == 0 ? 1 : 0;
+    for (int i = 0; i < 20000; ++i)
+      completed += handle.submit(i2o2::op::nop{}).wait() == 0 ? 1 : 0;
     CHECK(completed == 20000);
     pipe.feed("ping", 4);
     CHECK(parked.wait() == 4);
@@ -109,10 +130,12 @@ TEST_CASE("more parked ops than the CQ holds wait their turn and all complete", 
   for (int i = 0; i < ops; ++i)
     replies.push_back(handle.submit(i2o2::op::read{.file = pipe.read_end(), .buf = &buffers[i], .len = 1}));
   // Nothing can complete before the pipe has data.
-  for (auto& reply : replies) CHECK_FALSE(reply.try_get().has_value());
+  for (auto& reply : replies)
+    CHECK_FALSE(reply.try_get().has_value());
   std::string data(ops, 'x');
   pipe.feed(data.data(), data.size());
-  for (auto& reply : replies) CHECK(reply.wait() == 1);
+  for (auto& reply : replies)
+    CHECK(reply.wait() == 1);
   CHECK(std::string(buffers.begin(), buffers.end()) == data);
 }
 
@@ -128,14 +151,15 @@ struct holding_eventfd : i2o2::wait::eventfd {
     const bool ok = i2o2::wait::eventfd::arm(ring);
     if (was_armed && hold_stage.load() == 1) {
       hold_stage.store(2);
-      while (hold_stage.load() != 3) std::this_thread::yield();
+      while (hold_stage.load() != 3)
+        std::this_thread::yield();
     }
     return ok;
   }
 };
 static_assert(i2o2::wait_strategy<holding_eventfd>);
 
-} // namespace
+}  // namespace
 
 TEST_CASE("a close landing between the loop's check and its park is not lost", "[scheduler]") {
   // Without the gate re-check in announce_park(), close() finds nobody
@@ -146,14 +170,15 @@ TEST_CASE("a close landing between the loop's check and its park is not lost", "
       i2o2::basic_scheduler<i2o2::queue::mpsc_ring, holding_eventfd, i2o2::reply::future, i2o2::any_guard>;
   // No idle spin: the hold below relies on the scheduler submitting the nop
   // in the same enter that parks it, so the re-arm after it is the held one.
-  scheduler_type sched(
-      i2o2::config{.ring_depth = 8, .idle_spin = std::chrono::microseconds(0), .shutdown_deadline = std::nullopt});
+  scheduler_type sched(i2o2::config{
+      .ring_depth = 8, .idle_spin = std::chrono::microseconds(0), .shutdown_deadline = std::nullopt});
   std::thread runner([&] { sched.run(); });
   {
     auto handle = sched.handle();
     hold_stage.store(1);
     REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
-    while (hold_stage.load() != 2) std::this_thread::yield();
+    while (hold_stage.load() != 2)
+      std::this_thread::yield();
     sched.request_stop();
   }  // and the last handle goes too
   hold_stage.store(3);

@@ -335,8 +335,11 @@ private:
       }
     } else if (ring_.sq_pending() != 0 && config_.idle_spin.count() > 0) {
       enter(0);  // submit what was pulled first; the loop reaps and comes back idle
-    } else if (state_->overflow().empty() && spin_for_work()) {
-      return;  // a producer pushed while we spun: pull it without a wake
+    } else if (const idle_news news = state_->overflow().empty() ? spin_for_work() : idle_news::none;
+               news != idle_news::none) {
+      // A producer pushed while we spun: pull it without a wake. Or
+      // completions wait as deferred task work: enter to post them.
+      if (news == idle_news::completions) enter(0);
     } else if (state_->overflow().empty() && state_->wait().arm(ring_) && state_->announce_park()) {
       // Armed before announcing: a producer may wake us the moment it sees
       // the announcement, and the wake must find everything in place.
@@ -352,15 +355,19 @@ private:
   /// that submit costs nothing, while parking costs it a wake syscall and
   /// us a wake-up (15-20 us in a VM). A fixed budget, not an adaptive one:
   /// the sleep/wake ping-pong it avoids would make an adaptive one collapse.
-  bool spin_for_work() const noexcept {
-    if (config_.idle_spin.count() <= 0) return false;
+  /// It also stops for a close, and for completions waiting as deferred
+  /// task work (DEFER_TASKRUN posts CQEs only when we enter the kernel).
+  enum class idle_news { none, queued, completions };
+  idle_news spin_for_work() const noexcept {
+    if (config_.idle_spin.count() <= 0) return idle_news::none;
     const auto until = std::chrono::steady_clock::now() + config_.idle_spin;
     for (;;) {
       for (int pause = 0; pause < 16; ++pause) {
-        if (!state_->queue().empty()) return true;
+        if (!state_->queue().empty() || state_->closed()) return idle_news::queued;
+        if (ring_.task_work_pending()) return idle_news::completions;
         detail::cpu_relax();
       }
-      if (std::chrono::steady_clock::now() >= until) return false;
+      if (std::chrono::steady_clock::now() >= until) return idle_news::none;
     }
   }
 

@@ -79,6 +79,11 @@ public:
       // DEFER_TASKRUN needs SINGLE_ISSUER and cannot be combined with SQPOLL.
       if (!(automatic & IORING_SETUP_SINGLE_ISSUER) || (flags & IORING_SETUP_SQPOLL))
         automatic &= ~std::uint32_t{IORING_SETUP_DEFER_TASKRUN};
+      // With DEFER_TASKRUN, completions wait as task work until we enter the
+      // kernel; TASKRUN_FLAG (5.19) raises IORING_SQ_TASKRUN when some are
+      // waiting, so the idle spin can notice them instead of sitting on them.
+      if ((automatic & IORING_SETUP_DEFER_TASKRUN) && kernel.has_setup_flag(IORING_SETUP_COOP_TASKRUN))
+        automatic |= IORING_SETUP_TASKRUN_FLAG;
     }
 
     int result = init(cfg, flags | automatic);
@@ -151,6 +156,14 @@ public:
     if (sqe128()) std::memcpy(reinterpret_cast<std::byte*>(sqe) + 64, image.ext(), 64);
     sqe->user_data = user_data;
     return true;
+  }
+
+  /// Completions are waiting as deferred task work: entering the kernel
+  /// would post their CQEs (IORING_SQ_TASKRUN; always false without
+  /// TASKRUN_FLAG).
+  bool task_work_pending() const noexcept {
+    return (flags_ & IORING_SETUP_TASKRUN_FLAG) != 0 &&
+           (__atomic_load_n(ring_.sq.kflags, __ATOMIC_RELAXED) & IORING_SQ_TASKRUN) != 0;
   }
 
   unsigned sq_space_left() noexcept { return io_uring_sq_space_left(&ring_); }
