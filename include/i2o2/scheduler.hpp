@@ -363,10 +363,13 @@ private:
     const auto until = std::chrono::steady_clock::now() + config_.idle_spin;
     for (;;) {
       for (int pause = 0; pause < 16; ++pause) {
-        if (!state_->queue().empty() || state_->closed()) return idle_news::queued;
+        if (!state_->queue().empty()) return idle_news::queued;
         if (ring_.task_work_pending()) return idle_news::completions;
         detail::cpu_relax();
       }
+      // Between rounds: the gate is written on every push, so reading it
+      // in the inner loop would bounce its cache line against producers.
+      if (state_->closed()) return idle_news::queued;
       if (std::chrono::steady_clock::now() >= until) return idle_news::none;
     }
   }
