@@ -11,6 +11,7 @@
 #include <i2o2/wait/msg_ring.hpp>
 #include <i2o2/wait/spin.hpp>
 
+#include <stdexcept>
 #include <tuple>
 
 namespace i2o2_test {
@@ -43,6 +44,7 @@ public:
     std::atomic<std::uint32_t> done{0};
     std::atomic<int> calls{0};  // R1: a callback runs exactly once
     int result = 0;
+    std::uint64_t cancel_key = 0;
   };
 
   explicit pending(std::shared_ptr<slot> state) : state_(std::move(state)) {}
@@ -58,12 +60,17 @@ public:
   /// policy offers no way to count.
   int completions() const { return state_ ? state_->calls.load() : -1; }
 
+  /// The key `handle.cancel` finds the op by (0: none).
+  std::uint64_t cancel_key() const { return reply_ ? reply_->cancel_key() : state_->cancel_key; }
+
   /// The reply itself, for `handle.cancel` (future and awaitable replies).
   template <class Reply>
   const Reply* get() const {
     auto* held = dynamic_cast<holder<Reply>*>(reply_.get());
     return held ? &held->reply : nullptr;
   }
+
+  bool is_ready() const { return try_get().has_value(); }
 
   std::optional<int> try_get() const {
     if (reply_) return reply_->try_get();
@@ -76,17 +83,34 @@ private:
     virtual ~any_reply() = default;
     virtual int wait() = 0;
     virtual std::optional<int> try_get() = 0;
+    virtual std::uint64_t cancel_key() const = 0;
   };
   template <class Reply>
   struct holder final : any_reply {
     explicit holder(Reply r) : reply(std::move(r)) {}
     int wait() override { return reply.wait(); }
     std::optional<int> try_get() override { return reply.try_get(); }
+    std::uint64_t cancel_key() const override {
+      if constexpr (requires { reply.cancel_key(); })
+        return reply.cancel_key();
+      else
+        return 0;
+    }
     Reply reply;
   };
   std::shared_ptr<slot> state_;
   std::shared_ptr<any_reply> reply_;
 };
+
+/// A callback (for the callback reply) that records its result in `state`.
+inline auto record_into(std::shared_ptr<pending::slot> state) {
+  return [state = std::move(state)](int result) noexcept {
+    state->calls.fetch_add(1);
+    state->result = result;
+    state->done.store(1, std::memory_order_release);
+    state->done.notify_all();
+  };
+}
 
 /// Calls `call(reply_args...)` — a handle call such as submit or
 /// register_file — with whatever its reply policy needs (a callback for the
@@ -96,15 +120,29 @@ pending request(Call&& call) {
   using reply = typename Handle::reply_type;
   if constexpr (std::is_same_v<reply, i2o2::callback_submitted>) {
     auto state = std::make_shared<pending::slot>();
-    call([state](int result) noexcept {
-      state->calls.fetch_add(1);
-      state->result = result;
-      state->done.store(1, std::memory_order_release);
-      state->done.notify_all();
-    });
+    const i2o2::callback_submitted submitted = call(record_into(state));
+    state->cancel_key = submitted.cancel_key();
     return pending(state);
   } else {
     return pending(call());
+  }
+}
+
+/// Asks `handle` to cancel the op behind `target` (a `pending` of the same
+/// handle type) and returns the cancel's own result to wait on.
+template <class Handle>
+pending cancel(Handle& handle, const pending& target) {
+  using reply = typename Handle::reply_type;
+  if constexpr (std::is_same_v<reply, i2o2::callback_submitted>) {
+    i2o2::callback_submitted named;
+    named.set_cancel_key(target.cancel_key());
+    return request<Handle>([&](auto&&... reply_args) {
+      return handle.cancel(named, std::forward<decltype(reply_args)>(reply_args)...);
+    });
+  } else {
+    const reply* typed = target.template get<reply>();
+    if (typed == nullptr) throw std::logic_error("cancel: the target came from another reply type");
+    return pending(handle.cancel(*typed));
   }
 }
 

@@ -242,9 +242,9 @@ bool eventually(Predicate done, std::chrono::seconds limit = std::chrono::second
 
 /// Round-trips nops until `done()` holds: guards die on the scheduler
 /// thread just after their reply resolves, so a later nop's round trip
-/// gives them the time to.
-template <class Predicate>
-bool settle(i2o2::handle& handle, Predicate done) {
+/// gives them the time to. `Handle`: i2o2::handle or i2o2_test::any_handle.
+template <class Handle, class Predicate>
+bool settle(Handle& handle, Predicate done) {
   for (int i = 0; i < 100000; ++i) {
     if (done()) return true;
     if (handle.submit(i2o2::op::nop{}).wait() != 0) return false;
@@ -255,7 +255,8 @@ bool settle(i2o2::handle& handle, Predicate done) {
 /// A few nop round trips: afterwards the scheduler has gone round its loop
 /// (submitted, reaped) several times since anything sent before, so an op
 /// sent earlier is in the kernel (e.g. parked on its pipe).
-inline void churn(i2o2::handle& handle, int rounds = 16) {
+template <class Handle>
+void churn(Handle& handle, int rounds = 16) {
   for (int i = 0; i < rounds; ++i)
     REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
 }

@@ -32,13 +32,9 @@ template <class Handle, class Call>
 std::pair<std::optional<i2o2_test::pending>, std::error_code> try_request(Call&& call) {
   if constexpr (std::is_same_v<typename Handle::reply_type, i2o2::callback_submitted>) {
     auto state = std::make_shared<i2o2_test::pending::slot>();
-    auto result = call([state](int value) noexcept {
-      state->calls.fetch_add(1);
-      state->result = value;
-      state->done.store(1, std::memory_order_release);
-      state->done.notify_all();
-    });
+    auto result = call(i2o2_test::record_into(state));
     if (!result) return {std::nullopt, result.error()};
+    state->cancel_key = result.value().cancel_key();
     return {i2o2_test::pending(state), {}};
   } else {
     auto result = call();

@@ -18,12 +18,21 @@
 #include <array>
 #include <cstddef>
 #include <memory>
+#include <optional>
+#include <ranges>
 #include <span>
 #include <stdexcept>
 #include <utility>
 #include <vector>
 
 namespace i2o2 {
+
+/// A sized random-access range with one reply argument per op of a batch
+/// (for example a vector of callables), each moved into its op's reply.
+template <class Args, class Reply>
+concept per_op_reply_args =
+    std::ranges::random_access_range<Args> && std::ranges::sized_range<Args> &&
+    reply_factory<Reply, std::ranges::range_rvalue_reference_t<Args>>;
 
 /// How the ops of a chain are linked.
 enum class link_kind {
@@ -110,7 +119,16 @@ public:
   /// (`errc::batch_too_large`) for a batch larger than the queue.
   std::vector<reply_type> submit_many(std::span<const prepared_op> ops,
                                       std::span<guard_arg> guards = {}) requires reply_factory<Reply> {
-    return send_batch(ops, guards, std::nullopt);
+    return send_batch(ops, guards, std::nullopt, [](std::size_t) { return Reply::make(); });
+  }
+
+  /// `submit_many` for replies that take arguments (a callback reply's
+  /// callable): `reply_args[i]` is moved into the reply of `ops[i]`.
+  template <per_op_reply_args<Reply> ReplyArgs>
+  std::vector<reply_type> submit_many(std::span<const prepared_op> ops, std::span<guard_arg> guards,
+                                      ReplyArgs&& reply_args) {
+    check_one_each(ops, reply_args);
+    return send_batch(ops, guards, std::nullopt, [&](std::size_t i) { return Reply::make(std::move(reply_args[i])); });
   }
 
   /// Sends `ops` as a linked chain (IOSQE_IO_LINK, or IOSQE_IO_HARDLINK):
@@ -123,7 +141,16 @@ public:
   /// with a timeout inside a chain.
   std::vector<reply_type> submit_chain(std::span<const prepared_op> ops, std::span<guard_arg> guards = {},
                                        link_kind link = link_kind::soft) requires reply_factory<Reply> {
-    return send_batch(ops, guards, link);
+    return send_batch(ops, guards, link, [](std::size_t) { return Reply::make(); });
+  }
+
+  /// `submit_chain` for replies that take arguments (a callback reply's
+  /// callable): `reply_args[i]` is moved into the reply of `ops[i]`.
+  template <per_op_reply_args<Reply> ReplyArgs>
+  std::vector<reply_type> submit_chain(std::span<const prepared_op> ops, std::span<guard_arg> guards,
+                                       link_kind link, ReplyArgs&& reply_args) {
+    check_one_each(ops, reply_args);
+    return send_batch(ops, guards, link, [&](std::size_t i) { return Reply::make(std::move(reply_args[i])); });
   }
 
   /// `submit_chain(op, op, ...)`: a soft-linked chain of the given ops.
@@ -131,7 +158,7 @@ public:
   requires reply_factory<Reply> &&
       (sizeof...(Ops) > 0) std::array<reply_type, sizeof...(Ops)> submit_chain(const Ops&... ops) {
     const std::array<prepared_op, sizeof...(Ops)> images{prepare(ops)...};
-    auto replies = send_batch(images, {}, link_kind::soft);
+    auto replies = send_batch(images, {}, link_kind::soft, [](std::size_t) { return Reply::make(); });
     return move_into_array<sizeof...(Ops)>(replies);
   }
 
@@ -207,6 +234,12 @@ public:
   bool closed() const noexcept { return state_->closed(); }
 
 private:
+  template <class ReplyArgs>
+  static void check_one_each(std::span<const prepared_op> ops, const ReplyArgs& reply_args) {
+    if (std::ranges::size(reply_args) != ops.size())
+      throw std::invalid_argument("i2o2: one set of reply arguments per op");
+  }
+
   /// Resolves an op the kernel or ring cannot run without sending it (G3);
   /// the guard is released here, since the kernel never saw the op.
   bool reject_unrunnable(envelope_type& envelope) noexcept {
@@ -247,8 +280,10 @@ private:
   }
 
   /// submit_many (no link) and submit_chain (a link kind).
+  /// `make_reply(i)` makes the sender/receiver pair of `ops[i]`.
+  template <class MakeReply>
   std::vector<reply_type> send_batch(std::span<const prepared_op> ops, std::span<guard_arg> guards,
-                                     std::optional<link_kind> link) {
+                                     std::optional<link_kind> link, MakeReply&& make_reply) {
     if (!guards.empty() && guards.size() != ops.size())
       throw std::invalid_argument("i2o2: one guard per op, or none");
     if (link && ops.size() > state_->max_chain_length())
@@ -265,7 +300,7 @@ private:
     batch.reserve(ops.size());
     bool rejected = false;
     for (std::size_t i = 0; i < ops.size(); ++i) {
-      auto [sender, receiver] = Reply::make();
+      auto [sender, receiver] = make_reply(i);
       envelope_type envelope{ops[i], std::move(sender), guards.empty() ? guard_arg{} : std::move(guards[i])};
       if (link && i + 1 < ops.size())
         envelope.op.sqe().flags |= (*link == link_kind::hard ? IOSQE_IO_HARDLINK : IOSQE_IO_LINK);

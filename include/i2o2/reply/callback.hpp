@@ -7,21 +7,32 @@
 ///
 ///     using sched = i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd,
 ///                                         i2o2::reply::callback<>, void>;
-///     handle.submit(op, {}, [](int result) noexcept { ... });
+///     auto submitted = handle.submit(op, {}, [](int result) noexcept { ... });
+///     handle.cancel(submitted, [](int result) noexcept { ... });  // if need be
+///     handle.submit_chain(ops, guards, i2o2::link_kind::soft, callbacks);  // one each
 
 #include "../errors.hpp"
 #include "concept.hpp"
 
 #include <concepts>
 #include <cstddef>
+#include <cstdint>
 #include <new>
 #include <type_traits>
 #include <utility>
 
 namespace i2o2 {
 
-/// What a callback-reply submit returns: nothing to wait on.
-struct callback_submitted {};
+/// What a callback-reply submit returns: nothing to wait on, only the key
+/// `handle.cancel(submitted, callback)` finds the op by.
+class callback_submitted {
+public:
+  std::uint64_t cancel_key() const noexcept { return key_; }
+  void set_cancel_key(std::uint64_t key) noexcept { key_ = key; }
+
+private:
+  std::uint64_t key_ = 0;  // 0: no op to cancel (refused before sending)
+};
 
 namespace reply {
 
