@@ -189,8 +189,11 @@ TEST_CASE("async_submit completes plain callbacks, use_future and use_awaitable"
 }
 
 TEST_CASE("each queue keeps what producers and the consumer write on separate lines", "[policies]") {
-  // The layout itself is a static_assert in queue/mpsc_ring.hpp; this
+  // The layouts themselves are static_asserts in queue/mpsc_ring.hpp and
+  // queue/mutex_ring.hpp; this
   // checks the queue objects are cache-line aligned as placed in memory.
-  i2o2::mpsc_ring_queue<int> queue(8);
-  CHECK(reinterpret_cast<std::uintptr_t>(&queue) % 64 == 0);
+  i2o2::mpsc_ring_queue<int> lock_free(8);
+  CHECK(reinterpret_cast<std::uintptr_t>(&lock_free) % 64 == 0);
+  i2o2::mutex_ring_queue<int> locked(8);
+  CHECK(reinterpret_cast<std::uintptr_t>(&locked) % 64 == 0);
 }

@@ -33,36 +33,36 @@ public:
   bool try_push(T& value) noexcept { return try_push_many(std::span<T>(&value, 1)); }
 
   bool try_push_many(std::span<T> values) noexcept {
-    std::lock_guard lock(mutex_);
-    if (values.size() > capacity_ - size_) return false;
+    std::lock_guard lock(locked_.mutex);
+    if (values.size() > capacity_ - locked_.size) return false;
     for (T& value : values) {
-      ::new (static_cast<void*>(cells_[(head_ + size_) % capacity_].storage)) T(std::move(value));
-      ++size_;
+      ::new (static_cast<void*>(cells_[(locked_.head + locked_.size) % capacity_].storage)) T(std::move(value));
+      ++locked_.size;
     }
     // Relaxed is enough: empty() is a hint the scheduler re-checks under
     // the lock in pop_batch, and the park protocol has its own fences.
-    published_.store(size_, std::memory_order_relaxed);
+    published_.size.store(locked_.size, std::memory_order_relaxed);
     return true;
   }
 
   template <class Consume>
   std::size_t pop_batch(std::size_t max, Consume&& consume) noexcept {
-    std::lock_guard lock(mutex_);
+    std::lock_guard lock(locked_.mutex);
     std::size_t popped = 0;
-    while (popped < max && size_ != 0) {
-      T* value = std::launder(reinterpret_cast<T*>(cells_[head_].storage));
+    while (popped < max && locked_.size != 0) {
+      T* value = std::launder(reinterpret_cast<T*>(cells_[locked_.head].storage));
       if (!consume(*value)) break;
       value->~T();
-      head_ = (head_ + 1) % capacity_;
-      --size_;
+      locked_.head = (locked_.head + 1) % capacity_;
+      --locked_.size;
       ++popped;
     }
-    published_.store(size_, std::memory_order_relaxed);
+    published_.size.store(locked_.size, std::memory_order_relaxed);
     return popped;
   }
 
   /// Scheduler thread. Lock-free so that the park re-check stays cheap.
-  bool empty() const noexcept { return published_.load(std::memory_order_seq_cst) == 0; }
+  bool empty() const noexcept { return published_.size.load(std::memory_order_seq_cst) == 0; }
   std::size_t capacity() const noexcept { return capacity_; }
 
 private:
@@ -70,13 +70,27 @@ private:
     alignas(T) std::byte storage[sizeof(T)];
   };
 
+  // Producers and the consumer both write under the one lock, so there is
+  // no producer/consumer split to make; what is split is (1) the constant
+  // fields every push reads, (2) the lock's line, written by whoever holds
+  // it, and (3) the size the idle scheduler polls without the lock: its
+  // polling must not pull the lock's line away from a holder mid-push.
+  struct alignas(detail::cache_line) locked_line {
+    std::mutex mutex;
+    std::size_t head = 0;
+    std::size_t size = 0;
+  };
+  struct alignas(detail::cache_line) published_line {
+    std::atomic<std::size_t> size{0};  // locked_line::size as last published
+  };
+  static_assert(alignof(locked_line) == detail::cache_line && sizeof(locked_line) % detail::cache_line == 0 &&
+                    sizeof(published_line) == detail::cache_line,
+                "mutex_ring_queue: the locked state and the polled size each fill whole cache lines");
+
   const std::size_t capacity_;
   const std::unique_ptr<cell[]> cells_;
-  alignas(detail::cache_line) std::mutex mutex_;
-  std::size_t head_ = 0;  // guarded by mutex_
-  std::size_t size_ = 0;  // guarded by mutex_
-  // size_ as last published, for lock-free empty().
-  std::atomic<std::size_t> published_{0};
+  locked_line locked_;
+  published_line published_;
 };
 
 namespace queue {
