@@ -5,14 +5,18 @@
 // is released once, only after that op's own CQE (G1/G2).
 //
 // Ops that must stay in flight are parked on an empty pipe and completed by
-// writing to it. Every test case runs under a watchdog.
-#include "support.hpp"
+// writing to it. Every test case runs under a watchdog, once for each
+// queue x wait x reply combination (tests/any_scheduler.hpp).
+#include "any_scheduler.hpp"
 
 #include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,31 +25,83 @@ using namespace std::chrono_literals;
 
 namespace {
 
+using i2o2_test::any_handle;
 using i2o2_test::churn;
-using i2o2_test::reply_watch_record;
+using i2o2_test::eventually;
+using i2o2_test::pending;
 using i2o2_test::settle;
 
 i2o2::config small_ring() { return i2o2::config{.queue_capacity = 64, .ring_depth = 8}; }
 
+/// Watches `still` for `span`: false if it stopped holding. Only shows
+/// that something that must not happen by itself does not happen while we
+/// look; a correct run never depends on how long we look.
+template <class Predicate>
+bool holds_for(Predicate still, std::chrono::milliseconds span) {
+  const auto until = std::chrono::steady_clock::now() + span;
+  while (std::chrono::steady_clock::now() < until) {
+    if (!still()) return false;
+    std::this_thread::yield();
+  }
+  return still();
+}
+
+/// support.hpp's reply_watch_record for a reply of any policy (a
+/// `pending`): counts how often its guard died, and how often that was
+/// before the watched reply had resolved (a guard dying before `watch` was
+/// called counts as early: its reply is watched as soon as submit returns).
+struct pending_watch_record {
+  std::atomic<int> destroyed{0};
+  std::atomic<int> before_reply{0};
+
+  void watch(pending reply) {
+    std::lock_guard lock(mutex_);
+    watched_.emplace(std::move(reply));
+  }
+  void guard_destroyed() noexcept {
+    {
+      std::lock_guard lock(mutex_);
+      if (!watched_ || !watched_->is_ready()) before_reply.fetch_add(1);
+    }
+    destroyed.fetch_add(1);
+  }
+
+private:
+  std::mutex mutex_;
+  std::optional<pending> watched_;
+};
+
 /// An op submitted with a guard watching its own reply (G2: reply first,
 /// then guard).
 struct watched_op {
-  std::shared_ptr<reply_watch_record> record;
-  std::shared_ptr<i2o2::reply_t> reply;
+  std::shared_ptr<pending_watch_record> record;
+  pending reply;
 };
 
 template <class Op>
-watched_op submit_watched(i2o2::handle& handle, const Op& op) {
-  auto record = std::make_shared<reply_watch_record>(reply_watch_record::if_unwatched::early);
+watched_op submit_watched(any_handle& handle, const Op& op) {
+  auto record = std::make_shared<pending_watch_record>();
   // The guard only reads the reply after it is set; an op parked on a pipe
   // cannot complete before that.
-  auto reply = std::make_shared<i2o2::reply_t>(handle.submit(op, i2o2_test::reply_watch_guard(record)));
+  pending reply = handle.submit(op, i2o2_test::recording_guard<pending_watch_record>(record));
   record->watch(reply);
   return {std::move(record), std::move(reply)};
 }
 
+/// A reply of `policy`'s reply type that never named an op: a
+/// default-constructed future or awaitable reply, or, for the callback
+/// reply, what a submit refused before sending returns (cancel key 0).
+pending never_named(const std::string& policy) {
+  if (policy.ends_with("/future")) return pending(i2o2::future_reply{});
+  if (policy.ends_with("/awaitable"))
+    return pending(
+        i2o2::awaitable_reply<i2o2::inline_executor>(i2o2::future_reply{}, i2o2::inline_executor{}));
+  if (policy.ends_with("/callback")) return pending(std::make_shared<pending::slot>());
+  throw std::logic_error("no reply type in the policy name " + policy);
+}
+
 /// After a guard's op resolved: it dies exactly once, after the reply.
-void check_released_once_after_reply(i2o2::handle& handle, const reply_watch_record& record) {
+void check_released_once_after_reply(any_handle& handle, const pending_watch_record& record) {
   REQUIRE(settle(handle, [&] { return record.destroyed.load() != 0; }));
   REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
   CHECK(record.destroyed.load() == 1);
@@ -59,9 +115,12 @@ void check_released_once_after_reply(i2o2::handle& handle, const reply_watch_rec
 TEST_CASE("cancel of a parked read resolves 0; the read resolves -ECANCELED and its guard dies "
           "once, after its own CQE",
           "[cancel]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("cancel parked read");
   i2o2_test::pipe_pair pipe;
-  auto [owner, handle] = i2o2::spawn(small_ring());
+  auto scheduler = i2o2_test::spawn_policy(policy, small_ring());
+  auto& handle = scheduler->handle();
 
   // Several rounds, so that the read's slot is reused (its user_data then
   // carries a non-zero generation the cancel must match).
@@ -70,11 +129,11 @@ TEST_CASE("cancel of a parked read resolves 0; the read resolves -ECANCELED and 
     std::array<char, 8> buffer{};
     auto read = submit_watched(handle, pipe_read(pipe, buffer.data(), 4));
     churn(handle, round);  // the read is parked in the kernel
-    REQUIRE_FALSE(read.reply->is_ready());
+    REQUIRE_FALSE(read.reply.is_ready());
     CHECK(read.record->destroyed.load() == 0);
 
-    CHECK(handle.cancel(*read.reply).wait() == 0);
-    CHECK(read.reply->wait() == -ECANCELED);
+    CHECK(handle.cancel(read.reply).wait() == 0);
+    CHECK(read.reply.wait() == -ECANCELED);
     check_released_once_after_reply(handle, *read.record);
 
     // The cancelled read took nothing: bytes written now stay in the pipe.
@@ -85,9 +144,12 @@ TEST_CASE("cancel of a parked read resolves 0; the read resolves -ECANCELED and 
 }
 
 TEST_CASE("cancel of an op that already finished resolves -ENOENT and leaves its result alone", "[cancel]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("cancel finished op");
   i2o2_test::temp_file file;
-  auto [owner, handle] = i2o2::spawn(small_ring());
+  auto scheduler = i2o2_test::spawn_policy(policy, small_ring());
+  auto& handle = scheduler->handle();
 
   auto write = handle.submit(i2o2::op::write{.file = file.fd(), .buf = "done", .len = 4, .offset = 0});
   REQUIRE(write.wait() == 4);
@@ -102,7 +164,8 @@ TEST_CASE("cancel of an op that already finished resolves -ENOENT and leaves its
   CHECK(nop.wait() == 0);
 
   // A reply that never named an op (default-constructed) finds nothing either.
-  const i2o2::reply_t nothing;
+  const pending nothing = never_named(policy);
+  CHECK(nothing.cancel_key() == 0);
   CHECK(handle.cancel(nothing).wait() == -ENOENT);
 
   // A second cancel of a cancelled op: already gone.
@@ -119,29 +182,32 @@ TEST_CASE("cancel of an op that already finished resolves -ENOENT and leaves its
 TEST_CASE("a cancel queued behind its target while the ring is full still finds it once it is "
           "placed",
           "[cancel][full]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("cancel behind its target");
   i2o2_test::pipe_pair fill;
   i2o2_test::pipe_pair target_pipe;
   // A CQ of 8 leaves room for 5 or 6 ops in flight: six fillers use it up.
-  auto [owner, handle] = i2o2::spawn(i2o2::config{.queue_capacity = 16, .ring_depth = 4});
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.queue_capacity = 16, .ring_depth = 4});
+  auto& handle = scheduler->handle();
 
   std::array<char, 6> sinks{};
-  std::vector<i2o2::reply_t> fillers;
+  std::vector<pending> fillers;
   for (auto& sink : sinks)
     fillers.push_back(handle.submit(pipe_read(fill, &sink, 1)));
   char byte = 0;
   auto target = submit_watched(handle, pipe_read(target_pipe, &byte, 1));
-  auto cancel = handle.cancel(*target.reply);
+  auto cancel = handle.cancel(target.reply);
 
   // Neither can run yet: the target waits for room, the cancel behind it.
-  CHECK_FALSE(cancel.wait_for(100ms).has_value());
-  CHECK_FALSE(target.reply->is_ready());
+  CHECK(holds_for([&] { return !cancel.is_ready(); }, 100ms));
+  CHECK_FALSE(target.reply.is_ready());
 
   fill.feed("xxxxxx", 6);
   for (auto& filler : fillers)
     CHECK(filler.wait() == 1);
   CHECK(cancel.wait() == 0);
-  CHECK(target.reply->wait() == -ECANCELED);
+  CHECK(target.reply.wait() == -ECANCELED);
   check_released_once_after_reply(handle, *target.record);
   target_pipe.feed("t", 1);
   CHECK(bytes_left_in(target_pipe) == 1);
@@ -152,17 +218,20 @@ TEST_CASE("a cancel queued behind its target while the ring is full still finds 
 TEST_CASE("a per-op timeout cancels a read still parked when it expires; one that gets its "
           "data first resolves with the byte count",
           "[cancel][timeout]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("per-op timeout");
   i2o2_test::pipe_pair pipe;
   i2o2_test::temp_file file;
   REQUIRE(::pwrite(file.fd(), "file", 4, 0) == 4);
-  auto [owner, handle] = i2o2::spawn(small_ring());
+  auto scheduler = i2o2_test::spawn_policy(policy, small_ring());
+  auto& handle = scheduler->handle();
 
   SECTION("expires: -ECANCELED") {
     for (int round = 0; round < 4; ++round) {
       std::array<char, 8> buffer{};
       auto read = submit_watched(handle, pipe_read(pipe, buffer.data(), 4, {.timeout = 10ms}));
-      CHECK(read.reply->wait() == -ECANCELED);
+      CHECK(read.reply.wait() == -ECANCELED);
       check_released_once_after_reply(handle, *read.record);
       pipe.feed("late", 4);
       CHECK(bytes_left_in(pipe) == 4);
@@ -172,9 +241,9 @@ TEST_CASE("a per-op timeout cancels a read still parked when it expires; one tha
     std::array<char, 8> buffer{};
     auto read = submit_watched(handle, pipe_read(pipe, buffer.data(), 4, {.timeout = 60s}));
     churn(handle, 1);  // parked, with its timeout armed behind it
-    REQUIRE_FALSE(read.reply->is_ready());
+    REQUIRE_FALSE(read.reply.is_ready());
     pipe.feed("fast", 4);
-    CHECK(read.reply->wait() == 4);
+    CHECK(read.reply.wait() == 4);
     CHECK(std::string(buffer.data(), 4) == "fast");
     check_released_once_after_reply(handle, *read.record);
   }
@@ -188,7 +257,7 @@ TEST_CASE("a per-op timeout cancels a read still parked when it expires; one tha
             .wait() == 4);
     CHECK(std::string(buffer.data(), 4) == "file");
     // Many at once: each takes two SQEs and two CQEs (op + linked timeout).
-    std::vector<i2o2::reply_t> nops;
+    std::vector<pending> nops;
     for (int i = 0; i < 100; ++i)
       nops.push_back(handle.submit(i2o2::op::nop{.options = {.timeout = 60s}}));
     for (auto& nop : nops)
@@ -196,7 +265,7 @@ TEST_CASE("a per-op timeout cancels a read still parked when it expires; one tha
   }
   // Every linked timeout has been accounted for: a shutdown without a
   // deadline finishes (it would wait forever for a lost timeout CQE).
-  owner.stop(std::nullopt);
+  scheduler->stop(std::nullopt);
   CHECK(handle.closed());
 }
 
@@ -205,9 +274,12 @@ TEST_CASE("a per-op timeout cancels a read still parked when it expires; one tha
 TEST_CASE("stop with a deadline cancels a parked read: -ECANCELED, and its guard is released "
           "once before stop returns",
           "[cancel][shutdown]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("shutdown deadline");
   i2o2_test::pipe_pair pipe;
-  auto [owner, handle] = i2o2::spawn(small_ring());
+  auto scheduler = i2o2_test::spawn_policy(policy, small_ring());
+  auto& handle = scheduler->handle();
 
   int nops_before = 0;
   SECTION("the read's slot is fresh") { nops_before = 0; }
@@ -223,19 +295,19 @@ TEST_CASE("stop with a deadline cancels a parked read: -ECANCELED, and its guard
   std::array<char, 8> other_buffer{};
   auto other = handle.submit(pipe_read(pipe, other_buffer.data(), 4), i2o2_test::counting_guard(counted));
   churn(handle, 1);
-  REQUIRE_FALSE(read.reply->is_ready());
+  REQUIRE_FALSE(read.reply.is_ready());
 
   // Stop on another thread, so that a deadline cancel that misses its
   // target fails this test instead of hanging it: then the pipe is fed so
   // that the shutdown can finish.
-  auto& stopping = owner;
   std::atomic<bool> stopped{false};
   std::thread stopper([&] {
-    stopping.stop(20ms);
+    scheduler->stop(20ms);
     stopped.store(true);
   });
-  const auto first = read.reply->wait_for(10s);
-  const auto second = other.wait_for(10s);
+  eventually([&] { return read.reply.is_ready() && other.is_ready(); }, 10s);
+  const auto first = read.reply.try_get();
+  const auto second = other.try_get();
   if (!first || !second) {
     FAIL_CHECK("the shutdown deadline did not cancel the parked reads within 10 s");
     pipe.feed("unstuck!", 8);
@@ -253,23 +325,27 @@ TEST_CASE("stop with a deadline cancels a parked read: -ECANCELED, and its guard
 
 TEST_CASE("dropping the last handle with config::shutdown_deadline cancels a parked read",
           "[cancel][shutdown]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("last handle deadline");
   i2o2_test::pipe_pair pipe;
-  auto [owner, handle] =
-      i2o2::spawn(i2o2::config{.queue_capacity = 64, .ring_depth = 8, .shutdown_deadline = 20ms});
+  auto scheduler = i2o2_test::spawn_policy(
+      policy, i2o2::config{.queue_capacity = 64, .ring_depth = 8, .shutdown_deadline = 20ms});
+  auto handle = scheduler->take_handle();
 
   std::array<char, 8> buffer{};
-  auto read = submit_watched(handle, pipe_read(pipe, buffer.data(), 4));
-  churn(handle, 1);
-  REQUIRE_FALSE(read.reply->is_ready());
-  { auto last = std::move(handle); }
+  auto read = submit_watched(*handle, pipe_read(pipe, buffer.data(), 4));
+  churn(*handle, 1);
+  REQUIRE_FALSE(read.reply.is_ready());
+  handle.reset();  // the last handle
 
-  const auto result = read.reply->wait_for(10s);
+  eventually([&] { return read.reply.is_ready(); }, 10s);
+  const auto result = read.reply.try_get();
   if (!result) {
     FAIL_CHECK("the shutdown deadline did not cancel the parked read within 10 s");
     pipe.feed("unstuck!", 8);
   }
-  owner.join();
+  scheduler->join();
   CHECK(result.value_or(0) == -ECANCELED);
   CHECK(read.record->destroyed.load() == 1);
   CHECK(read.record->before_reply.load() == 0);

@@ -5,8 +5,9 @@
 // op with a timeout, is refused up front and nothing is sent.
 //
 // Ops that must stay in flight are parked on an empty pipe and completed by
-// writing to it. Every test case runs under a watchdog.
-#include "support.hpp"
+// writing to it. Every test case runs under a watchdog, once for each
+// queue x wait x reply combination (tests/any_scheduler.hpp).
+#include "any_scheduler.hpp"
 
 #include <array>
 #include <atomic>
@@ -25,6 +26,7 @@ namespace {
 using i2o2_test::counting_guard;
 using i2o2_test::eventually;
 using i2o2_test::guard_record;
+using i2o2_test::pending;
 using i2o2_test::pread_string;
 using i2o2_test::settle;
 using i2o2_test::size_of;
@@ -44,6 +46,14 @@ bool holds_for(Predicate still, std::chrono::milliseconds span) {
   return still();
 }
 
+/// `submit_chain(op, op, ...)` through the type-erased handle: a
+/// soft-linked chain of the given ops, one reply each.
+template <i2o2::operation... Ops>
+std::vector<pending> chain(i2o2_test::any_handle& handle, const Ops&... ops) {
+  const std::array<i2o2::prepared_op, sizeof...(Ops)> images{i2o2::prepared_op(ops)...};
+  return handle.submit_chain(images);
+}
+
 std::vector<i2o2::any_guard> counted_guards(std::vector<std::shared_ptr<guard_record>>& records,
                                             std::size_t count) {
   std::vector<i2o2::any_guard> guards;
@@ -57,33 +67,41 @@ std::vector<i2o2::any_guard> counted_guards(std::vector<std::shared_ptr<guard_re
 }  // namespace
 
 TEST_CASE("a write + fsync chain: both replies succeed and the data is on disk", "[chains]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("write+fsync chain");
   i2o2_test::temp_file file;
-  auto [owner, handle] = i2o2::spawn(small_ring());
+  auto scheduler = i2o2_test::spawn_policy(policy, small_ring());
+  auto& handle = scheduler->handle();
 
   const std::string data = "linked write, then fsync";
-  auto [write, fsync] = handle.submit_chain(
+  auto replies = chain(
+      handle,
       i2o2::op::write{
           .file = file.fd(), .buf = data.data(), .len = static_cast<std::uint32_t>(data.size()), .offset = 0},
       i2o2::op::fsync{.file = file.fd()});
-  CHECK(write.wait() == static_cast<int>(data.size()));
-  CHECK(fsync.wait() == 0);
+  REQUIRE(replies.size() == 2);
+  CHECK(replies[0].wait() == static_cast<int>(data.size()));
+  CHECK(replies[1].wait() == 0);
   CHECK(pread_string(file.fd(), data.size(), 0) == data);
 }
 
 TEST_CASE("a chain runs its ops one after another, in order", "[chains][order]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("chain order");
   i2o2_test::temp_file file;
-  auto [owner, handle] = i2o2::spawn(small_ring());
+  auto scheduler = i2o2_test::spawn_policy(policy, small_ring());
+  auto& handle = scheduler->handle();
 
   for (int round = 0; round < 20; ++round) {
     std::array<char, 4> seen{};
     // Same offset: only in this order does the read see B and the file end as B.
-    auto replies =
-        handle.submit_chain(i2o2::op::write{.file = file.fd(), .buf = "AAAA", .len = 4, .offset = 0},
-                            i2o2::op::write{.file = file.fd(), .buf = "BBBB", .len = 4, .offset = 0},
-                            i2o2::op::read{.file = file.fd(), .buf = seen.data(), .len = 4, .offset = 0},
-                            i2o2::op::write{.file = file.fd(), .buf = "CC", .len = 2, .offset = 0});
+    auto replies = chain(handle, i2o2::op::write{.file = file.fd(), .buf = "AAAA", .len = 4, .offset = 0},
+                         i2o2::op::write{.file = file.fd(), .buf = "BBBB", .len = 4, .offset = 0},
+                         i2o2::op::read{.file = file.fd(), .buf = seen.data(), .len = 4, .offset = 0},
+                         i2o2::op::write{.file = file.fd(), .buf = "CC", .len = 2, .offset = 0});
+    REQUIRE(replies.size() == 4);
     for (std::size_t i = 0; i < 3; ++i)
       CHECK(replies[i].wait() == 4);
     CHECK(replies[3].wait() == 2);
@@ -95,9 +113,12 @@ TEST_CASE("a chain runs its ops one after another, in order", "[chains][order]")
 TEST_CASE("a soft-linked chain whose op fails resolves that op with its error and the rest "
           "with -ECANCELED",
           "[chains][soft]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("soft chain failure");
   i2o2_test::temp_file file;
-  auto [owner, handle] = i2o2::spawn(small_ring());
+  auto scheduler = i2o2_test::spawn_policy(policy, small_ring());
+  auto& handle = scheduler->handle();
   std::vector<std::shared_ptr<guard_record>> records;
 
   SECTION("the first op fails") {
@@ -119,6 +140,7 @@ TEST_CASE("a soft-linked chain whose op fails resolves that op with its error an
         i2o2::op::write{.file = file.fd(), .buf = "never", .len = 5, .offset = 5}};
     auto guards = counted_guards(records, ops.size());
     auto replies = handle.submit_chain(ops, guards);
+    REQUIRE(replies.size() == 3);
     CHECK(replies[0].wait() == 5);
     CHECK(replies[1].wait() == -EBADF);
     CHECK(replies[2].wait() == -ECANCELED);
@@ -132,6 +154,7 @@ TEST_CASE("a soft-linked chain whose op fails resolves that op with its error an
         i2o2::op::write{.file = file.fd(), .buf = "never", .len = 5, .offset = 0}};
     auto guards = counted_guards(records, ops.size());
     auto replies = handle.submit_chain(ops, guards);
+    REQUIRE(replies.size() == 2);
     CHECK(replies[0].wait() == 10);
     CHECK(replies[1].wait() == -ECANCELED);
     CHECK(pread_string(file.fd(), 20, 0) == "0123456789");
@@ -147,9 +170,12 @@ TEST_CASE("a soft-linked chain whose op fails resolves that op with its error an
 }
 
 TEST_CASE("a hard-linked chain keeps going after a failure", "[chains][hard]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("hard chain");
   i2o2_test::temp_file file;
-  auto [owner, handle] = i2o2::spawn(small_ring());
+  auto scheduler = i2o2_test::spawn_policy(policy, small_ring());
+  auto& handle = scheduler->handle();
 
   const std::array<i2o2::prepared_op, 4> ops{
       i2o2::op::write{.file = -1, .buf = "bad", .len = 3, .offset = 0},
@@ -166,19 +192,23 @@ TEST_CASE("a hard-linked chain keeps going after a failure", "[chains][hard]") {
 }
 
 TEST_CASE("open, read and close as one chain through a direct descriptor", "[chains][openat]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("openat chain");
   i2o2_test::temp_file file;
   REQUIRE(::pwrite(file.fd(), "opened in a chain", 17, 0) == 17);
   // Slot 1 of the table is left to the kernel: the scheduler registers nothing
   // here. (No O_CLOEXEC: the kernel refuses it for a direct descriptor.)
-  auto [owner, handle] =
-      i2o2::spawn(i2o2::config{.queue_capacity = 64, .ring_depth = 8, .registered_files = 2});
+  auto scheduler = i2o2_test::spawn_policy(
+      policy, i2o2::config{.queue_capacity = 64, .ring_depth = 8, .registered_files = 2});
+  auto& handle = scheduler->handle();
 
   std::array<char, 32> buffer{};
-  auto replies = handle.submit_chain(
-      i2o2::op::openat{.path = file.path().c_str(), .flags = O_RDONLY, .fixed_slot = 1U},
-      i2o2::op::read{.file = i2o2::fixed_file(1), .buf = buffer.data(), .len = 17, .offset = 0},
-      i2o2::op::close{.file = i2o2::fixed_file(1)});
+  auto replies =
+      chain(handle, i2o2::op::openat{.path = file.path().c_str(), .flags = O_RDONLY, .fixed_slot = 1U},
+            i2o2::op::read{.file = i2o2::fixed_file(1), .buf = buffer.data(), .len = 17, .offset = 0},
+            i2o2::op::close{.file = i2o2::fixed_file(1)});
+  REQUIRE(replies.size() == 3);
   CHECK(replies[0].wait() == 0);
   CHECK(replies[1].wait() == 17);
   CHECK(replies[2].wait() == 0);
@@ -192,29 +222,31 @@ TEST_CASE("open, read and close as one chain through a direct descriptor", "[cha
 TEST_CASE("a chain sent while the queue and the ring are full waits, then goes in whole and "
           "runs in order",
           "[chains][full]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("chain on a full queue");
   i2o2_test::pipe_pair fill;  // the filler reads park here
   i2o2_test::pipe_pair gate;  // the chain's first op parks here
   i2o2_test::temp_file file;
   // A CQ of 8 leaves the scheduler room for 5 or 6 ops in flight; the queue holds 4.
-  auto [owner, handle] = i2o2::spawn(i2o2::config{.queue_capacity = 4, .ring_depth = 4});
-  auto& shared = handle;
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.queue_capacity = 4, .ring_depth = 4});
+  auto& handle = scheduler->handle();
 
   // Another thread fills ring and queue with one-byte reads parked on
   // `fill`: try_submit until the queue is full with at least 9 accepted
   // (at least 5 in the ring and 4 queued). Then at most one queue cell can
   // still free up, and the 3-op chain needs 3.
-  std::vector<i2o2::reply_t> fillers;
+  std::vector<pending> fillers;
   std::array<char, 64> sinks{};
   std::atomic<int> unexpected_errors{0};
-  std::thread filler([&] {
+  std::thread filler([&, client = handle.clone()] {
     while (fillers.size() < sinks.size()) {
-      auto result = shared.try_submit(pipe_read(fill, &sinks[fillers.size()], 1));
-      if (result) {
-        fillers.push_back(std::move(*result));
+      auto result = client->try_submit(pipe_read(fill, &sinks[fillers.size()], 1));
+      if (result.reply) {
+        fillers.push_back(std::move(*result.reply));
         continue;
       }
-      if (result.error() != i2o2::make_error_code(i2o2::errc::queue_full)) unexpected_errors.fetch_add(1);
+      if (result.error != i2o2::make_error_code(i2o2::errc::queue_full)) unexpected_errors.fetch_add(1);
       if (fillers.size() >= 9) break;
       std::this_thread::yield();
     }
@@ -228,14 +260,14 @@ TEST_CASE("a chain sent while the queue and the ring are full waits, then goes i
 
   // The chain: a read parked on `gate`, then two writes to the same offset.
   char gate_byte = 0;
-  std::vector<i2o2::reply_t> chain;
+  std::vector<pending> chained;
   std::atomic<bool> chain_sent{false};
-  std::thread chainer([&] {
+  std::thread chainer([&, client = handle.clone()] {
     const std::array<i2o2::prepared_op, 3> ops{
         pipe_read(gate, &gate_byte, 1),
         i2o2::op::write{.file = file.fd(), .buf = "AAAA", .len = 4, .offset = 0},
         i2o2::op::write{.file = file.fd(), .buf = "BBBB", .len = 4, .offset = 0}};
-    chain = shared.submit_chain(ops);
+    chained = client->submit_chain(ops);
     chain_sent.store(true);
   });
   // No room: submit_chain waits (it neither fails nor sends part of it).
@@ -258,18 +290,18 @@ TEST_CASE("a chain sent while the queue and the ring are full waits, then goes i
 
   REQUIRE(eventually([&] { return chain_sent.load(); }));
   chainer.join();
-  REQUIRE(chain.size() == 3);
+  REQUIRE(chained.size() == 3);
   // A nop queued behind the chain: once it is back, the chain is in the
   // kernel. Its writes are linked behind the parked read, so nothing has
   // been written; a chain split over two submissions would have written.
   REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
-  CHECK_FALSE(chain[0].is_ready());
+  CHECK_FALSE(chained[0].is_ready());
   CHECK(size_of(file.fd()) == 0);
 
   gate.feed("g", 1);
-  CHECK(chain[0].wait() == 1);
-  CHECK(chain[1].wait() == 4);
-  CHECK(chain[2].wait() == 4);
+  CHECK(chained[0].wait() == 1);
+  CHECK(chained[1].wait() == 4);
+  CHECK(chained[2].wait() == 4);
   CHECK(gate_byte == 'g');
   CHECK(pread_string(file.fd(), 8, 0) == "BBBB");
 }
@@ -277,10 +309,13 @@ TEST_CASE("a chain sent while the queue and the ring are full waits, then goes i
 TEST_CASE("a chain longer than the ring can take at once throws batch_too_large and sends "
           "nothing",
           "[chains][errors]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("chain too long");
   i2o2_test::temp_file file;
   // ring_depth 4: 4 SQEs, so the longest chain is 4 ops.
-  auto [owner, handle] = i2o2::spawn(i2o2::config{.queue_capacity = 64, .ring_depth = 4});
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.queue_capacity = 64, .ring_depth = 4});
+  auto& handle = scheduler->handle();
 
   const auto writes = [&](std::size_t count) {
     std::vector<i2o2::prepared_op> ops;
@@ -321,9 +356,12 @@ TEST_CASE("a chain longer than the ring can take at once throws batch_too_large 
 
 TEST_CASE("an op with a timeout inside a chain throws std::invalid_argument and sends nothing",
           "[chains][errors]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("timeout in chain");
   i2o2_test::temp_file file;
-  auto [owner, handle] = i2o2::spawn(small_ring());
+  auto scheduler = i2o2_test::spawn_policy(policy, small_ring());
+  auto& handle = scheduler->handle();
   // Any non-zero timeout is refused in a chain; a long one keeps the last
   // check (the same op outside a chain) from racing a loaded machine.
   const i2o2::op_options timed{.timeout = 60s};
@@ -345,11 +383,10 @@ TEST_CASE("an op with a timeout inside a chain throws std::invalid_argument and 
   }
   SECTION("last, and alone") {
     CHECK_THROWS_AS(
-        handle.submit_chain(
-            i2o2::op::write{.file = file.fd(), .buf = "a", .len = 1, .offset = 0},
-            i2o2::op::write{.file = file.fd(), .buf = "b", .len = 1, .offset = 1, .options = timed}),
+        chain(handle, i2o2::op::write{.file = file.fd(), .buf = "a", .len = 1, .offset = 0},
+              i2o2::op::write{.file = file.fd(), .buf = "b", .len = 1, .offset = 1, .options = timed}),
         std::invalid_argument);
-    CHECK_THROWS_AS(handle.submit_chain(i2o2::op::nop{.options = timed}), std::invalid_argument);
+    CHECK_THROWS_AS(chain(handle, i2o2::op::nop{.options = timed}), std::invalid_argument);
     const std::array<i2o2::prepared_op, 1> one{i2o2::op::nop{.options = timed}};
     CHECK_THROWS_AS(handle.submit_chain(one, {}, i2o2::link_kind::hard), std::invalid_argument);
   }
@@ -361,10 +398,13 @@ TEST_CASE("an op with a timeout inside a chain throws std::invalid_argument and 
 }
 
 TEST_CASE("every guard of a chain is released once, after its own op", "[chains][guards]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("chain guards");
   i2o2_test::temp_file file;
   i2o2_test::pipe_pair pipe;
-  auto [owner, handle] = i2o2::spawn(small_ring());
+  auto scheduler = i2o2_test::spawn_policy(policy, small_ring());
+  auto& handle = scheduler->handle();
 
   std::array<char, 4> buffer{};
   const std::array<i2o2::prepared_op, 3> ops{
@@ -374,6 +414,7 @@ TEST_CASE("every guard of a chain is released once, after its own op", "[chains]
   std::vector<std::shared_ptr<guard_record>> records;
   auto guards = counted_guards(records, ops.size());
   auto replies = handle.submit_chain(ops, guards);
+  REQUIRE(replies.size() == 3);
   for (const auto& guard : guards)
     CHECK_FALSE(guard.has_value());  // all handed over
 
