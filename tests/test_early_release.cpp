@@ -13,6 +13,10 @@
 // To show the detector bites, build this file against a copy of include/
 // whose slot_table destroys the guard when the op is placed: every case
 // here then fails with -EFAULT (see the report of the task that added it).
+//
+// Every case runs over all 24 queue x wait x reply combinations
+// (tests/any_scheduler.hpp).
+#include "any_scheduler.hpp"
 #include "proc_support.hpp"
 #include "support.hpp"
 
@@ -93,7 +97,7 @@ private:
 };
 
 /// After the op resolved: its guard died exactly once, on the scheduler thread.
-void check_released_once(i2o2::handle& handle, const revoke_record& record) {
+void check_released_once(i2o2_test::any_handle& handle, const revoke_record& record) {
   REQUIRE(settle(handle, [&] { return record.destroyed.load() != 0; }));
   REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
   CHECK(record.destroyed.load() == 1);
@@ -131,9 +135,12 @@ std::optional<long> sleeping_after(pid_t tid, long after) {
 TEST_CASE("early release: a read parked on a pipe into a page its guard revokes completes with "
           "the byte count",
           "[early_release]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("early release parked read");
   i2o2_test::pipe_pair pipe;
-  auto [owner, handle] = i2o2::spawn(i2o2::config{.queue_capacity = 16, .ring_depth = 4});
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.queue_capacity = 16, .ring_depth = 4});
+  auto& handle = scheduler->handle();
 
   for (int round = 0; round < 8; ++round) {
     INFO("round " << round);
@@ -154,10 +161,13 @@ TEST_CASE("early release: a read parked on a pipe into a page its guard revokes 
 TEST_CASE("early release: a read hard-linked behind a timeout reads into the page after the "
           "timeout expired",
           "[early_release][link]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("early release behind a timeout");
   i2o2_test::temp_file file;
   REQUIRE(::pwrite(file.fd(), "behind a timeout", 16, 0) == 16);
-  auto [owner, handle] = i2o2::spawn(i2o2::config{.queue_capacity = 16, .ring_depth = 8});
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.queue_capacity = 16, .ring_depth = 8});
+  auto& handle = scheduler->handle();
 
   // IORING_OP_TIMEOUT by hand: 20 ms, then the read runs. A timeout ends
   // with -ETIME, which breaks a soft link, hence the hard link.
@@ -186,9 +196,12 @@ TEST_CASE("early release: a read hard-linked behind a timeout reads into the pag
 TEST_CASE("early release: a parked read with a per-op timeout (a linked timeout behind it) "
           "completes with the byte count",
           "[early_release][timeout]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("early release with linked timeout");
   i2o2_test::pipe_pair pipe;
-  auto [owner, handle] = i2o2::spawn(i2o2::config{.queue_capacity = 16, .ring_depth = 8});
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.queue_capacity = 16, .ring_depth = 8});
+  auto& handle = scheduler->handle();
 
   page target;
   auto record = std::make_shared<revoke_record>();
@@ -205,9 +218,12 @@ TEST_CASE("early release: a parked read with a per-op timeout (a linked timeout 
 
 TEST_CASE("early release: a dropped reply leaves the page to the kernel until its CQE",
           "[early_release][G6]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("early release dropped reply");
   i2o2_test::pipe_pair pipe;
-  auto [owner, handle] = i2o2::spawn(i2o2::config{.queue_capacity = 16, .ring_depth = 4});
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.queue_capacity = 16, .ring_depth = 4});
+  auto& handle = scheduler->handle();
 
   page target;
   auto record = std::make_shared<revoke_record>();
@@ -227,42 +243,56 @@ TEST_CASE("early release: a dropped reply leaves the page to the kernel until it
 TEST_CASE("early release: a read parked when the last handle is dropped completes with the "
           "byte count while the scheduler shuts down",
           "[early_release][shutdown]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
   i2o2_test::watchdog dog("early release last handle");
   i2o2_test::pipe_pair pipe;
   const std::string name = "i2o2-early";
   // No deadline: shutdown waits for the parked read however long it takes.
-  auto [owner, handle] = i2o2::spawn(i2o2::config{
-      .queue_capacity = 16, .ring_depth = 4, .thread_name = name, .shutdown_deadline = std::nullopt});
-  const auto scheduler = thread_named(name);
-  REQUIRE(scheduler.has_value());
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.queue_capacity = 16,
+                                                                 .ring_depth = 4,
+                                                                 .thread_name = name,
+                                                                 .shutdown_deadline = std::nullopt});
+  const auto scheduler_tid = thread_named(name);
+  REQUIRE(scheduler_tid.has_value());
+  auto handle = scheduler->take_handle();
 
   page target;
   auto record = std::make_shared<revoke_record>();
-  auto read = handle.submit(pipe_read(pipe, target.data(), 8), revoking_guard(target, record));
-  REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
+  auto read = handle->submit(pipe_read(pipe, target.data(), 8), revoking_guard(target, record));
+  REQUIRE(handle->submit(i2o2::op::nop{}).wait() == 0);
   REQUIRE_FALSE(read.is_ready());
 
+  // Where the scheduler sleeps before the close: the sleep the test then
+  // waits to see end. A parking scheduler parks after the nop; note that
+  // sleep. The spin wait never sleeps while open (its first sleep is the
+  // one waiting for the read once closed): note its count of sleeps so far.
+  const bool parks = policy.find("/spin/") == std::string::npos;
+  const auto before_close = [&]() -> std::optional<long> {
+    if (parks) return sleeping_after(*scheduler_tid, -1);
+    return voluntary_switches(*scheduler_tid);
+  };
+
   SECTION("last handle dropped") {
-    // The scheduler parks after the nop; note the sleep it is in.
-    const auto parked = sleeping_after(*scheduler, -1);
+    const auto parked = before_close();
     REQUIRE(parked.has_value());
-    { auto last = std::move(handle); }  // closes the scheduler; the read is still parked
+    handle.reset();  // closes the scheduler; the read is still parked
     // Let the scheduler see the close and go back to sleep (now waiting
     // for the read): a scheduler that lets guards go at shutdown has done
     // so by then. Then feed the pipe.
-    REQUIRE(sleeping_after(*scheduler, *parked).has_value());
+    REQUIRE(sleeping_after(*scheduler_tid, *parked).has_value());
     CHECK_FALSE(read.is_ready());
     CHECK(record->destroyed.load() == 0);
     pipe.feed("shutdown", 8);
     CHECK(read.wait() == 8);  // -EFAULT: the guard went before the read did
-    owner.join();
+    scheduler->join();
   }
   SECTION("explicit stop without a deadline") {
-    const auto parked = sleeping_after(*scheduler, -1);
+    const auto parked = before_close();
     REQUIRE(parked.has_value());
-    auto& stopping = owner;
+    auto& stopping = *scheduler;
     std::thread stopper([&stopping] { stopping.stop(std::nullopt); });
-    REQUIRE(sleeping_after(*scheduler, *parked).has_value());
+    REQUIRE(sleeping_after(*scheduler_tid, *parked).has_value());
     CHECK_FALSE(read.is_ready());
     CHECK(record->destroyed.load() == 0);
     pipe.feed("shutdown", 8);

@@ -306,10 +306,14 @@ private:
         envelope.op.sqe().flags |= (*link == link_kind::hard ? IOSQE_IO_HARDLINK : IOSQE_IO_LINK);
       name_for_cancel(envelope, receiver);
       replies.push_back(std::move(receiver));
-      // An op that cannot run resolves at once; in a chain, so does the rest.
-      if (rejected || reject_unrunnable(envelope)) {
-        rejected = rejected || link.has_value();
-        if (rejected) std::move(envelope.sender).complete(-ECANCELED);
+      // An op that cannot run resolves at once with its error; in a chain,
+      // the ops after it resolve -ECANCELED (those before it, below).
+      if (rejected) {
+        std::move(envelope.sender).complete(-ECANCELED);
+        continue;
+      }
+      if (reject_unrunnable(envelope)) {
+        rejected = link.has_value();
         continue;
       }
       batch.push_back(std::move(envelope));

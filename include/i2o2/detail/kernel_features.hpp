@@ -17,6 +17,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <deque>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -77,9 +79,19 @@ inline const char* opcode_since(std::uint8_t opcode) noexcept {
 
 class kernel_features {
 public:
-  /// The running kernel's features, probed on first use.
+  /// The running kernel's features, probed on first use. A probe that
+  /// could not create its ring for a passing reason (ENOMEM: the locked
+  /// memory limit is used up for now) is not kept: the next call, the next
+  /// scheduler's creation, probes again.
   static const kernel_features& get() {
-    static const kernel_features probed = probe();
+    static std::atomic<const kernel_features*> known{nullptr};
+    if (const kernel_features* features = known.load(std::memory_order_acquire)) return *features;
+    static std::mutex probing;
+    static std::deque<kernel_features> probes;  // stable addresses; each probe is kept, once
+    std::lock_guard lock(probing);
+    if (const kernel_features* features = known.load(std::memory_order_relaxed)) return *features;
+    const kernel_features& probed = probes.emplace_back(probe());
+    if (probed.setup_errno_ != ENOMEM) known.store(&probed, std::memory_order_release);
     return probed;
   }
 
@@ -91,7 +103,8 @@ public:
   }
   /// IORING_REGISTER_SEND_MSG_RING: MSG_RING without a ring (Linux 6.13).
   bool has_sync_msg_ring() const noexcept { return sync_msg_ring_ && !pretend_no_sync_msg_ring().load(); }
-  /// Whether io_uring exists at all (ENOSYS, or disabled by sysctl).
+  /// Whether a ring could be created: not where io_uring is missing
+  /// (ENOSYS) or disabled (EPERM), nor, for now, out of locked memory (ENOMEM).
   bool available() const noexcept { return setup_errno_ == 0; }
   int setup_errno() const noexcept { return setup_errno_; }
 
@@ -159,14 +172,47 @@ private:
         ::syscall(__NR_io_uring_register, -1, compat::register_send_msg_ring, &message, 1) < 0 &&
         errno == EBADF;
 
-    for (const auto& info : known_setup_flags) {
-      int trial_fd = -1;
-      if (try_setup(info.flag, trial_fd) == 0) {
-        features.setup_flags_ |= info.flag;
-        ::close(trial_fd);
-      }
-    }
+    features.setup_flags_ = probe_setup_flags();
     return features;
+  }
+
+  /// Setup flags by trial. Every trial ring counts against RLIMIT_MEMLOCK
+  /// (without CAP_IPC_LOCK) until the kernel frees it, some time after
+  /// close: so try every flag in one ring first (SQPOLL in a second one:
+  /// DEFER_TASKRUN refuses it), and one flag per ring only where a group
+  /// is refused (older kernels). Only EINVAL says a flag is missing; any
+  /// other refusal (ENOMEM: the limit is used up) says nothing about the
+  /// flag, which is then presumed present and no more trial rings are
+  /// made. `ring` falls back without the flags it adds by itself if the
+  /// kernel then refuses them.
+  static std::uint32_t probe_setup_flags() noexcept {
+    std::uint32_t all = 0;
+    for (const auto& info : known_setup_flags)
+      all |= info.flag;
+    std::uint32_t found = 0;
+    bool can_trial = true;
+    for (const std::uint32_t group : {all & ~std::uint32_t{IORING_SETUP_SQPOLL}, std::uint32_t{IORING_SETUP_SQPOLL}}) {
+      if (can_trial && trial(group, can_trial)) {
+        found |= group;
+        continue;
+      }
+      for (const auto& info : known_setup_flags)
+        if ((group & info.flag) != 0 && (!can_trial || trial(info.flag, can_trial))) found |= info.flag;
+    }
+    return found;
+  }
+
+  /// Whether the kernel has `flags`: a ring with them can be created.
+  static bool trial(std::uint32_t flags, bool& can_trial) noexcept {
+    int fd = -1;
+    const int error = try_setup(flags, fd);
+    if (error == 0) {
+      ::close(fd);
+      return true;
+    }
+    if (error == EINVAL) return false;  // the kernel lacks one of them
+    can_trial = false;                  // ENOMEM, EPERM: nothing learnt
+    return true;                        // presumed present
   }
 
   std::bitset<256> opcodes_;

@@ -51,8 +51,11 @@ public:
     const kernel_features& kernel = kernel_features::get();
     if (!kernel.available())
       throw std::system_error(kernel.setup_errno(), std::system_category(),
-                              "i2o2: io_uring is not available on this kernel (needs Linux 5.15+ "
-                              "with io_uring enabled)");
+                              kernel.setup_errno() == ENOMEM
+                                  ? "i2o2: creating an io_uring failed: out of locked memory "
+                                    "(RLIMIT_MEMLOCK counts rings and registered buffers)"
+                                  : "i2o2: io_uring is not available on this kernel (needs Linux 5.15+ "
+                                    "with io_uring enabled)");
 
     std::uint32_t flags = IORING_SETUP_CQSIZE;
     for (const auto& info : known_setup_flags) {
