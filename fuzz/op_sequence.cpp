@@ -347,9 +347,13 @@ private:
     auto& f = record("chained fsync");
     for (std::uint32_t i = 0; i < len; ++i)
       w.buffer[i] = static_cast<char>(next_byte_++);
-    const std::array<i2o2::prepared_op, 2> ops{
+    // 1 or 2: that op of the chain is one the kernel lacks (G3: nothing of
+    // the chain is sent).
+    const int lacking = input_.ConsumeIntegralInRange(0, 2);
+    std::array<i2o2::prepared_op, 2> ops{
         i2o2::op::write{.file = temp_file(), .buf = w.buffer.data(), .len = len, .offset = offset},
         i2o2::op::fsync{.file = temp_file(), .data_only = true}};
+    if (lacking != 0) ops[lacking - 1] = i2o2::prepared_op::with_opcode(250);
     std::array<i2o2::any_guard, 2> guards{counting_guard(&w, nullptr), counting_guard(&f, nullptr)};
     std::vector<i2o2::future_reply> replies;
     try {
@@ -362,10 +366,22 @@ private:
         if (!guard.has_value()) fuzz_fail("a refused chain took a guard");
       return;  // the guards die with the array, once each
     }
-    w.expected = static_cast<int>(len);
-    f.expected = 0;
     publish(w, std::move(replies[0]));
     publish(f, std::move(replies[1]));
+    if (lacking != 0) {
+      // Resolved at once: the op the kernel lacks says why, the other is
+      // cancelled; both guards are released.
+      const int unsupported = i2o2::result_of(i2o2::errc::unsupported_op);
+      w.expected = lacking == 1 ? unsupported : -ECANCELED;
+      f.expected = lacking == 2 ? unsupported : -ECANCELED;
+      expect_now(w, *w.expected);
+      expect_now(f, *f.expected);
+      if (w.destroyed.load() != 1 || f.destroyed.load() != 1)
+        fuzz_fail("G3: a guard of a chain holding an op the kernel lacks was not released");
+      return;
+    }
+    w.expected = static_cast<int>(len);
+    f.expected = 0;
   }
 
   void finish(i2o2::scheduler_thread<i2o2::default_scheduler>& owner, i2o2::handle& handle) {
