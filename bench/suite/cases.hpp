@@ -93,7 +93,8 @@ inline bool same_config(const bench_case& a, const bench_case& b) {
 
 /// "workload impl c<clients> q<qd>", what --only matches.
 inline std::string case_label(const bench_case& c) {
-  return c.workload + " " + c.impl + " c" + std::to_string(c.clients) + " q" + std::to_string(c.qd);
+  return c.workload + " " + c.impl + " c" + std::to_string(c.clients) + " q" + std::to_string(c.qd) +
+         (c.block ? " b" + std::to_string(*c.block) : "");
 }
 
 /// Thrown by a case that cannot run here; the case is reported as skipped.

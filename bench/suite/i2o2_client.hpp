@@ -56,22 +56,17 @@ private:
 template <class Handle>
 class callback_window {
 public:
-  explicit callback_window(unsigned qd) : slots_(std::make_unique<slot[]>(qd)) {}
+  explicit callback_window(unsigned qd) : slots_(std::make_unique<slot[]>(qd)) { callbacks_.reserve(qd); }
 
   template <class Op>
   void submit(Handle& handle, unsigned index, const Op& op) {
-    slot* target = &slots_[index];
-    target->done.store(0, std::memory_order_relaxed);
-    handle.submit(op, {}, [target](int result) noexcept {
-      target->result = result;
-      target->done.store(1, std::memory_order_release);
-      target->done.notify_one();
-    });
+    handle.submit(op, {}, arm(index));
   }
-  /// Callback replies take one callable per op: no submit_many, one by one.
+  /// One queue message for the lot, with one callback per op.
   void submit_batch(Handle& handle, std::span<const unsigned> slots, std::span<const i2o2::prepared_op> ops) {
-    for (std::size_t i = 0; i < slots.size(); ++i)
-      submit(handle, slots[i], i2o2::op::raw{ops[i]});
+    callbacks_.clear();
+    for (const unsigned index : slots) callbacks_.push_back(arm(index));
+    handle.submit_many(ops, {}, callbacks_);
   }
   bool ready(unsigned index) const noexcept {
     return slots_[index].done.load(std::memory_order_acquire) != 0;
@@ -89,7 +84,23 @@ private:
     std::atomic<std::uint32_t> done{1};
     int result = 0;
   };
+  /// The callback of one op: stores the result in its slot and flips the flag.
+  struct completion {
+    slot* target;
+    void operator()(int result) const noexcept {
+      target->result = result;
+      target->done.store(1, std::memory_order_release);
+      target->done.notify_one();
+    }
+  };
+  completion arm(unsigned index) {
+    slot* target = &slots_[index];
+    target->done.store(0, std::memory_order_relaxed);
+    return completion{target};
+  }
+
   std::unique_ptr<slot[]> slots_;
+  std::vector<completion> callbacks_;  // reused by every batch
 };
 
 template <class Scheduler>

@@ -25,8 +25,9 @@ void print_usage() {
             "  --file-size SIZE   randread file and seqwrite amount, e.g. 512M, 1G\n"
             "  --data-dir DIR     where the data files go (a disk, not tmpfs; default: .);\n"
             "                     they are removed when the run ends\n"
-            "  --only TEXT        only the cases whose label \"workload impl c<clients> q<qd>\" contains\n"
-            "                     TEXT, e.g. --only 'randread i2o2/default c1 q32' (for profiling)\n"
+            "  --only TEXT        only the cases whose label \"workload impl c<clients> q<qd>[ b<block>]\"\n"
+            "                     contains TEXT, e.g. --only 'randread i2o2/default c1 q32' or\n"
+            "                     --only 'seqwrite raw_liburing c1 q16 b4096' (for profiling)\n"
             "  --list             print the cases that would run, and exit");
 }
 
