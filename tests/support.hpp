@@ -240,6 +240,20 @@ bool eventually(Predicate done, std::chrono::seconds limit = std::chrono::second
   return true;
 }
 
+/// Watches `still` for `span`: false if it stopped holding. Used only to
+/// show that something that must never happen by itself (a parked op
+/// resolving, a scheduler with a parked op finishing) does not happen
+/// while we look; no correct run depends on how long we look.
+template <class Predicate>
+bool holds_for(Predicate still, std::chrono::milliseconds span) {
+  const auto until = std::chrono::steady_clock::now() + span;
+  while (std::chrono::steady_clock::now() < until) {
+    if (!still()) return false;
+    std::this_thread::yield();
+  }
+  return still();
+}
+
 /// Round-trips nops until `done()` holds: guards die on the scheduler
 /// thread just after their reply resolves, so a later nop's round trip
 /// gives them the time to. `Handle`: i2o2::handle or i2o2_test::any_handle.

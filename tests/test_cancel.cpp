@@ -29,22 +29,11 @@ using i2o2_test::any_handle;
 using i2o2_test::churn;
 using i2o2_test::eventually;
 using i2o2_test::pending;
+using i2o2_test::holds_for;
 using i2o2_test::settle;
 
 i2o2::config small_ring() { return i2o2::config{.queue_capacity = 64, .ring_depth = 8}; }
 
-/// Watches `still` for `span`: false if it stopped holding. Only shows
-/// that something that must not happen by itself does not happen while we
-/// look; a correct run never depends on how long we look.
-template <class Predicate>
-bool holds_for(Predicate still, std::chrono::milliseconds span) {
-  const auto until = std::chrono::steady_clock::now() + span;
-  while (std::chrono::steady_clock::now() < until) {
-    if (!still()) return false;
-    std::this_thread::yield();
-  }
-  return still();
-}
 
 /// support.hpp's reply_watch_record for a reply of any policy (a
 /// `pending`): counts how often its guard died, and how often that was

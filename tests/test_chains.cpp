@@ -28,23 +28,12 @@ using i2o2_test::eventually;
 using i2o2_test::guard_record;
 using i2o2_test::pending;
 using i2o2_test::pread_string;
+using i2o2_test::holds_for;
 using i2o2_test::settle;
 using i2o2_test::size_of;
 
 i2o2::config small_ring() { return i2o2::config{.queue_capacity = 64, .ring_depth = 8}; }
 
-/// Watches `still` for `span`: false if it stopped holding. Only shows
-/// that something that must not happen by itself does not happen while we
-/// look; a correct run never depends on how long we look.
-template <class Predicate>
-bool holds_for(Predicate still, std::chrono::milliseconds span) {
-  const auto until = std::chrono::steady_clock::now() + span;
-  while (std::chrono::steady_clock::now() < until) {
-    if (!still()) return false;
-    std::this_thread::yield();
-  }
-  return still();
-}
 
 /// `submit_chain(op, op, ...)` through the type-erased handle: a
 /// soft-linked chain of the given ops, one reply each.

@@ -50,6 +50,7 @@ using namespace std::chrono_literals;
 namespace {
 
 using i2o2_test::eventually;
+using i2o2_test::holds_for;
 
 // ---- a reply policy that records everything --------------------------------
 
@@ -185,19 +186,6 @@ tracked submit_tracked(recording_handle& handle, const Op& op) {
 
 constexpr int closed_result = i2o2::result_of(i2o2::errc::scheduler_closed);
 
-/// Watches `still` for `span`: false if it stopped holding. Used only to
-/// show that something that must never happen by itself (a parked op
-/// resolving, a scheduler with a parked op finishing) does not happen
-/// while we look; no correct run depends on how long we look.
-template <class Predicate>
-bool holds_for(Predicate still, std::chrono::milliseconds span) {
-  const auto until = std::chrono::steady_clock::now() + span;
-  while (std::chrono::steady_clock::now() < until) {
-    if (!still()) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return still();
-}
 
 /// The checks every op that went through the ring must pass (G1, G2, R1):
 /// one completion with `expected`, one guard destruction after it, both
