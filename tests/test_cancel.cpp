@@ -8,6 +8,7 @@
 // writing to it. Every test case runs under a watchdog, once for each
 // queue x wait x reply combination (tests/any_scheduler.hpp).
 #include "any_scheduler.hpp"
+#include "guard_watch.hpp"
 
 #include <array>
 #include <atomic>
@@ -29,53 +30,13 @@ using i2o2_test::any_handle;
 using i2o2_test::churn;
 using i2o2_test::eventually;
 using i2o2_test::pending;
+using i2o2_test::guard_watch;
 using i2o2_test::holds_for;
+using i2o2_test::submit_watched;
 using i2o2_test::settle;
 
 i2o2::config small_ring() { return i2o2::config{.queue_capacity = 64, .ring_depth = 8}; }
 
-
-/// support.hpp's reply_watch_record for a reply of any policy (a
-/// `pending`): counts how often its guard died, and how often that was
-/// before the watched reply had resolved (a guard dying before `watch` was
-/// called counts as early: its reply is watched as soon as submit returns).
-struct pending_watch_record {
-  std::atomic<int> destroyed{0};
-  std::atomic<int> before_reply{0};
-
-  void watch(pending reply) {
-    std::lock_guard lock(mutex_);
-    watched_.emplace(std::move(reply));
-  }
-  void guard_destroyed() noexcept {
-    {
-      std::lock_guard lock(mutex_);
-      if (!watched_ || !watched_->is_ready()) before_reply.fetch_add(1);
-    }
-    destroyed.fetch_add(1);
-  }
-
-private:
-  std::mutex mutex_;
-  std::optional<pending> watched_;
-};
-
-/// An op submitted with a guard watching its own reply (G2: reply first,
-/// then guard).
-struct watched_op {
-  std::shared_ptr<pending_watch_record> record;
-  pending reply;
-};
-
-template <class Op>
-watched_op submit_watched(any_handle& handle, const Op& op) {
-  auto record = std::make_shared<pending_watch_record>();
-  // The guard only reads the reply after it is set; an op parked on a pipe
-  // cannot complete before that.
-  pending reply = handle.submit(op, i2o2_test::recording_guard<pending_watch_record>(record));
-  record->watch(reply);
-  return {std::move(record), std::move(reply)};
-}
 
 /// A reply of `policy`'s reply type that never named an op: a
 /// default-constructed future or awaitable reply, or, for the callback
@@ -90,7 +51,7 @@ pending never_named(const std::string& policy) {
 }
 
 /// After a guard's op resolved: it dies exactly once, after the reply.
-void check_released_once_after_reply(any_handle& handle, const pending_watch_record& record) {
+void check_released_once_after_reply(any_handle& handle, const i2o2_test::guard_watch& record) {
   REQUIRE(settle(handle, [&] { return record.destroyed.load() != 0; }));
   REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
   CHECK(record.destroyed.load() == 1);
@@ -119,11 +80,11 @@ TEST_CASE("cancel of a parked read resolves 0; the read resolves -ECANCELED and 
     auto read = submit_watched(handle, pipe_read(pipe, buffer.data(), 4));
     churn(handle, round);  // the read is parked in the kernel
     REQUIRE_FALSE(read.reply.is_ready());
-    CHECK(read.record->destroyed.load() == 0);
+    CHECK(read.watch->destroyed.load() == 0);
 
     CHECK(handle.cancel(read.reply).wait() == 0);
     CHECK(read.reply.wait() == -ECANCELED);
-    check_released_once_after_reply(handle, *read.record);
+    check_released_once_after_reply(handle, *read.watch);
 
     // The cancelled read took nothing: bytes written now stay in the pipe.
     pipe.feed("left", 4);
@@ -197,7 +158,7 @@ TEST_CASE("a cancel queued behind its target while the ring is full still finds 
     CHECK(filler.wait() == 1);
   CHECK(cancel.wait() == 0);
   CHECK(target.reply.wait() == -ECANCELED);
-  check_released_once_after_reply(handle, *target.record);
+  check_released_once_after_reply(handle, *target.watch);
   target_pipe.feed("t", 1);
   CHECK(bytes_left_in(target_pipe) == 1);
 }
@@ -221,7 +182,7 @@ TEST_CASE("a per-op timeout cancels a read still parked when it expires; one tha
       std::array<char, 8> buffer{};
       auto read = submit_watched(handle, pipe_read(pipe, buffer.data(), 4, {.timeout = 10ms}));
       CHECK(read.reply.wait() == -ECANCELED);
-      check_released_once_after_reply(handle, *read.record);
+      check_released_once_after_reply(handle, *read.watch);
       pipe.feed("late", 4);
       CHECK(bytes_left_in(pipe) == 4);
     }
@@ -234,7 +195,7 @@ TEST_CASE("a per-op timeout cancels a read still parked when it expires; one tha
     pipe.feed("fast", 4);
     CHECK(read.reply.wait() == 4);
     CHECK(std::string(buffer.data(), 4) == "fast");
-    check_released_once_after_reply(handle, *read.record);
+    check_released_once_after_reply(handle, *read.watch);
   }
   SECTION("ops that finish at once are unaffected") {
     std::array<char, 8> buffer{};
@@ -305,8 +266,8 @@ TEST_CASE("stop with a deadline cancels a parked read: -ECANCELED, and its guard
   CHECK(first.value_or(0) == -ECANCELED);
   CHECK(second.value_or(0) == -ECANCELED);
   // stop() returned: the scheduler thread is gone, every guard released.
-  CHECK(read.record->destroyed.load() == 1);
-  CHECK(read.record->before_reply.load() == 0);
+  CHECK(read.watch->destroyed.load() == 1);
+  CHECK(read.watch->before_reply.load() == 0);
   CHECK(counted->destroyed.load() == 1);
   CHECK(handle.closed());
   CHECK_THROWS_AS(handle.submit(i2o2::op::nop{}), i2o2::scheduler_closed);
@@ -336,6 +297,6 @@ TEST_CASE("dropping the last handle with config::shutdown_deadline cancels a par
   }
   scheduler->join();
   CHECK(result.value_or(0) == -ECANCELED);
-  CHECK(read.record->destroyed.load() == 1);
-  CHECK(read.record->before_reply.load() == 0);
+  CHECK(read.watch->destroyed.load() == 1);
+  CHECK(read.watch->before_reply.load() == 0);
 }

@@ -12,12 +12,17 @@
 
 #include <sched.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <coroutine>
+#include <cstddef>
 #include <cstdint>
 #include <ctime>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <utility>
 
@@ -89,6 +94,8 @@ public:
   /// Names the op for `handle.cancel(reply)`; set by the handle.
   std::uint64_t cancel_key() const noexcept { return key_; }
   void set_cancel_key(std::uint64_t key) noexcept { key_ = key; }
+
+  friend std::size_t wait_any(std::span<const future_reply> replies) noexcept;
 
   /// False for a default-constructed or moved-from reply.
   bool valid() const noexcept { return state_ != nullptr; }
@@ -244,4 +251,61 @@ struct future {
 static_assert(reply_factory<future>);
 
 }  // namespace reply
+
+/// Blocks until one of `replies` is ready and returns the index of the
+/// first ready one: how a client with several ops in flight takes whichever
+/// finishes first instead of waiting on the oldest. Spins briefly, then
+/// sleeps on every reply's word at once (futex_waitv, Linux 5.16; older
+/// kernels sleep on the first unready reply). Preconditions: `replies` is
+/// not empty, every reply is valid(), and no other thread waits on them.
+/// Returns the first ready index.
+inline std::size_t wait_any(std::span<const future_reply> replies) noexcept {
+  std::size_t found = 0;
+  const auto any_ready = [&] {
+    for (found = 0; found < replies.size(); ++found)
+      if (replies[found].is_ready()) return true;
+    return false;
+  };
+  if (any_ready() || detail::adaptive_spin::run(any_ready)) return found;
+  // As wait() does: hand the core over a few times before sleeping.
+  for (int round = 0; round < 12; ++round) {
+    ::sched_yield();
+    if (any_ready()) return found;
+  }
+  std::array<detail::futex_waiter, detail::futex_waitv_max> waiters;
+  const std::size_t watched = std::min(replies.size(), waiters.size());
+  // Past 128 replies the rest are polled between bounded sleeps.
+  const timespec poll_interval{0, 1'000'000};
+  const timespec* bound = watched < replies.size() ? &poll_interval : nullptr;
+  const auto stop_announcing = [&](std::size_t count) {
+    // Senders of the replies not taken need not wake anyone now.
+    for (std::size_t i = 0; i < count; ++i)
+      replies[i].state_->flags.fetch_and(~detail::future_state::sleeper, std::memory_order_relaxed);
+  };
+  for (;;) {
+    // Announce a sleeper on each word (the sender wakes only then), then
+    // sleep unless one completed meanwhile.
+    for (std::size_t i = 0; i < watched; ++i) {
+      auto& flags = replies[i].state_->flags;
+      const auto now = flags.fetch_or(detail::future_state::sleeper, std::memory_order_acq_rel);
+      if (now & detail::future_state::ready) {
+        stop_announcing(i);
+        return i;
+      }
+      waiters[i] = detail::waiter_for(flags, now | detail::future_state::sleeper);
+    }
+    if (detail::futex_wait_any(waiters.data(), watched, bound) == -ENOSYS) {
+      for (std::size_t i = 0; i < watched; ++i)
+        if (!replies[i].is_ready()) {
+          detail::futex_wait(replies[i].state_->flags, static_cast<std::uint32_t>(waiters[i].expected), bound);
+          break;
+        }
+    }
+    if (any_ready()) {
+      stop_announcing(watched);
+      return found;
+    }
+  }
+}
+
 }  // namespace i2o2
