@@ -12,8 +12,12 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <array>
+#include <atomic>
 #include <deque>
 #include <mutex>
+#include <stdexcept>
+#include <vector>
 
 namespace {
 
@@ -138,6 +142,49 @@ TEST_CASE("a callback reply runs exactly once with scheduler_closed when its op 
                   i2o2::scheduler_closed);
   CHECK(calls == 1);
   CHECK(result == i2o2::result_of(i2o2::errc::scheduler_closed));
+}
+
+TEST_CASE("callback batches take one callable per op: each runs once with its op's result, and a count "
+          "that does not match the ops throws and sends nothing",
+          "[policies]") {
+  i2o2_test::watchdog dog("callback batches");
+  using scheduler = i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+  auto running = i2o2::spawn_scheduler<scheduler>();
+  auto& handle = running.handle;
+  struct outcome {
+    std::atomic<int> calls{0};
+    std::atomic<int> result{0};
+  };
+  std::array<outcome, 3> outcomes;
+  struct record {
+    outcome* into;
+    void operator()(int result) const noexcept {
+      into->result.store(result);
+      into->calls.fetch_add(1);  // after the result: the test reads calls first
+    }
+  };
+  i2o2_test::temp_file file;
+  const std::vector<i2o2::prepared_op> ops{
+      i2o2::op::write{.file = file.fd(), .buf = "abcd", .len = 4, .offset = 0},
+      i2o2::op::fsync{.file = file.fd()}, i2o2::op::nop{}};
+
+  // Refused: they would write past the end and run callbacks a second time.
+  const std::vector<i2o2::prepared_op> refused{i2o2::op::write{.file = file.fd(), .buf = "zzzz", .len = 4, .offset = 100},
+                                               i2o2::op::nop{}, i2o2::op::nop{}};
+  std::vector<record> too_few{record{&outcomes[0]}, record{&outcomes[1]}};
+  CHECK_THROWS_AS(handle.submit_many(refused, {}, too_few), std::invalid_argument);
+  CHECK_THROWS_AS(handle.submit_chain(refused, {}, i2o2::link_kind::soft, too_few), std::invalid_argument);
+
+  std::vector<record> callbacks{record{&outcomes[0]}, record{&outcomes[1]}, record{&outcomes[2]}};
+  const auto submitted = handle.submit_chain(ops, {}, i2o2::link_kind::soft, callbacks);
+  CHECK(submitted.size() == 3);
+  for (const auto& done : outcomes) REQUIRE(i2o2_test::eventually([&] { return done.calls.load() != 0; }));
+  CHECK(outcomes[0].result.load() == 4);
+  CHECK(outcomes[1].result.load() == 0);
+  CHECK(outcomes[2].result.load() == 0);
+  // Nothing of the refused batches was sent, and none of their callbacks ran.
+  CHECK(i2o2_test::size_of(file.fd()) == 4);
+  for (const auto& done : outcomes) CHECK(done.calls.load() == 1);
 }
 
 TEST_CASE("an awaitable reply resumes its coroutine on the executor it names", "[policies]") {
