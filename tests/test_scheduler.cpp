@@ -1,17 +1,23 @@
 // The scheduler loop itself: running on the caller's thread, the ring flags
-// it picks, surviving signals (-EINTR), and back-pressure from a tiny ring.
+// it picks, surviving signals (-EINTR), back-pressure from a tiny ring, and
+// how many IO ops one enter hands over (config::io_per_enter).
 // The tests of scheduler behaviour run over all 24 queue x wait x reply
 // combinations (tests/any_scheduler.hpp).
 #include "any_scheduler.hpp"
 #include "proc_support.hpp"
 #include "support.hpp"
 
+#include <i2o2/reply/callback.hpp>
+
 #include <pthread.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -221,4 +227,99 @@ TEST_CASE("a close landing between the loop's check and its park is not lost", "
   hold_stage.store(3);
   runner.join();
   hold_stage.store(0);
+}
+
+namespace {
+
+using callback_scheduler =
+    i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+using i2o2::detail::fault_injection;
+
+/// Counts an op's completion, and whether its result was the expected one.
+struct tally {
+  std::atomic<int>* done;
+  std::atomic<int>* wrong;
+  int expected;
+  void operator()(int result) const noexcept {
+    if (result != expected) wrong->fetch_add(1);
+    done->fetch_add(1);
+  }
+};
+
+struct submit_records {
+  unsigned largest;     // most SQEs one enter handed over
+  unsigned largest_io;  // most IO SQEs (user ops but NOPs) one enter handed over
+};
+
+/// Holds the scheduler thread inside a callback while `send(handle, done,
+/// wrong)` queues its ops, so the next pull finds them all at once; then
+/// lets it go, waits for `ops` completions, and returns what the seam saw.
+template <class Send>
+submit_records held_burst(std::uint32_t io_per_enter, int ops, Send&& send) {
+  auto running = i2o2::spawn_scheduler<callback_scheduler>(
+      i2o2::config{.queue_capacity = 64, .ring_depth = 32, .io_per_enter = io_per_enter});
+  auto& handle = running.handle;
+  std::atomic<int> stage{0};  // 1: the scheduler thread is held; 2: released
+  handle.submit(i2o2::op::nop{}, {}, [&stage](int) noexcept {
+    stage.store(1);
+    while (stage.load() != 2)
+      std::this_thread::yield();
+  });
+  REQUIRE(i2o2_test::eventually([&] { return stage.load() == 1; }));
+  std::atomic<int> done{0};
+  std::atomic<int> wrong{0};
+  send(handle, done, wrong);
+  fault_injection::get().reset_submit_records();
+  stage.store(2);
+  REQUIRE(i2o2_test::eventually([&] { return done.load() == ops; }));
+  CHECK(wrong.load() == 0);
+  return {fault_injection::get().largest_submit(), fault_injection::get().largest_io_submit()};
+}
+
+}  // namespace
+
+// Callback type only: holding the scheduler thread still needs a callback
+// reply, which runs on it.
+TEST_CASE("config::io_per_enter caps the IO ops one enter hands over; a longer chain still goes whole",
+          "[scheduler][io_per_enter]") {
+  i2o2_test::watchdog dog("io_per_enter");
+  i2o2_test::temp_file file;
+  // 8 single writes, a soft chain of 4 writes, 8 more single writes.
+  const auto send = [&](callback_scheduler::handle_type& handle, std::atomic<int>& done, std::atomic<int>& wrong) {
+    const auto writes = [&](int count, std::uint64_t first) {
+      std::vector<i2o2::prepared_op> ops;
+      std::vector<tally> tallies;
+      for (int i = 0; i < count; ++i) {
+        ops.push_back(i2o2::op::write{.file = file.fd(), .buf = "w", .len = 1, .offset = first + i});
+        tallies.push_back(tally{&done, &wrong, 1});
+      }
+      return std::pair{ops, tallies};
+    };
+    auto [before, before_tallies] = writes(8, 0);
+    handle.submit_many(before, {}, before_tallies);
+    auto [chain, chain_tallies] = writes(4, 8);
+    handle.submit_chain(chain, {}, i2o2::link_kind::soft, chain_tallies);
+    auto [after, after_tallies] = writes(8, 12);
+    handle.submit_many(after, {}, after_tallies);
+  };
+  SECTION("io_per_enter = 2: two single writes per enter, the chain of four alone in one") {
+    const submit_records seen = held_burst(2, 20, send);
+    CHECK(seen.largest_io == 4);
+  }
+  SECTION("io_per_enter = 0: no cap, all twenty in one enter") {
+    const submit_records seen = held_burst(0, 20, send);
+    CHECK(seen.largest_io == 20);
+  }
+  CHECK(i2o2_test::size_of(file.fd()) == 20);
+}
+
+TEST_CASE("config::io_per_enter leaves NOPs uncapped", "[scheduler][io_per_enter]") {
+  i2o2_test::watchdog dog("io_per_enter nops");
+  const submit_records seen =
+      held_burst(1, 20, [](callback_scheduler::handle_type& handle, std::atomic<int>& done, std::atomic<int>& wrong) {
+        const std::vector<i2o2::prepared_op> nops(20, i2o2::prepared_op(i2o2::op::nop{}));
+        handle.submit_many(nops, {}, std::vector<tally>(20, tally{&done, &wrong, 0}));
+      });
+  CHECK(seen.largest >= 20);
+  CHECK(seen.largest_io == 0);
 }

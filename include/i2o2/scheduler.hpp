@@ -154,12 +154,15 @@ private:
 
   /// Moves queued envelopes into SQEs while the SQ has room and the CQ can
   /// take their completions; a chain goes in whole or waits at the front.
+  /// Stops after config::io_per_enter IO ops (NOPs are free), so that the
+  /// loop enters the kernel with those and reaps before pulling more.
   void pull() noexcept {
     head_waits_for_room_ = false;
     // Members of a chain whose head an earlier pull took were budgeted then:
     // their SQEs are not free for anything else.
     const unsigned free_now = std::min(ring_.sq_space_left(), cq_room());
     unsigned budget = free_now > chain_members_missing_ ? free_now - chain_members_missing_ : 0U;
+    unsigned io_placed = 0;
     const auto consume = [&](envelope_type& envelope) noexcept {
       if (envelope.kind != detail::envelope_kind::op) return control(envelope, budget);
       if (envelope.chain_length == 0) {  // a chain member: budgeted with its head
@@ -172,6 +175,13 @@ private:
       if (needed > budget) {
         head_waits_for_room_ = true;
         return false;
+      }
+      if (envelope.op.sqe().opcode != IORING_OP_NOP) {
+        // The first always goes, however long its chain: each pull progresses.
+        if (io_placed != 0 && io_placed + envelope.chain_length > config_.io_per_enter &&
+            config_.io_per_enter != 0)
+          return false;
+        io_placed += envelope.chain_length;
       }
       budget -= needed;
       chain_members_missing_ = envelope.chain_length - 1U;
@@ -357,10 +367,19 @@ private:
   /// the sleep/wake ping-pong it avoids would make an adaptive one collapse.
   /// It also stops for a close, and for completions waiting as deferred
   /// task work (DEFER_TASKRUN posts CQEs only when we enter the kernel).
+  ///
+  /// Past the first `selfish_spin`, each round yields the CPU: with more
+  /// runnable threads than cores, the thread waiting for this one is often
+  /// the very client we just replied to, or the io-wq worker running our
+  /// buffered writes, and a plain spin would keep it waiting for the rest
+  /// of our time slice. With nobody waiting, sched_yield returns at once.
+  static constexpr std::chrono::nanoseconds selfish_spin{1000};
   enum class idle_news { none, queued, completions };
   idle_news spin_for_work() const noexcept {
     if (config_.idle_spin.count() <= 0) return idle_news::none;
-    const auto until = std::chrono::steady_clock::now() + config_.idle_spin;
+    const auto started = std::chrono::steady_clock::now();
+    const auto until = started + config_.idle_spin;
+    const auto polite_from = started + selfish_spin;
     for (;;) {
       for (int pause = 0; pause < 16; ++pause) {
         if (!state_->queue().empty()) return idle_news::queued;
@@ -370,7 +389,9 @@ private:
       // Between rounds: the gate is written on every push, so reading it
       // in the inner loop would bounce its cache line against producers.
       if (state_->closed()) return idle_news::queued;
-      if (std::chrono::steady_clock::now() >= until) return idle_news::none;
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= until) return idle_news::none;
+      if (now >= polite_from) ::sched_yield();
     }
   }
 

@@ -10,6 +10,7 @@
 #include "../op.hpp"
 #include "fault_injection.hpp"
 #include "kernel_features.hpp"
+#include "user_data.hpp"
 
 #include <liburing.h>
 #include <sys/syscall.h>
@@ -178,6 +179,7 @@ public:
   /// the caller reaps and tries again; SQEs not consumed stay queued.
   int submit(unsigned wait_for) noexcept {
     if (const int error = injected_enter_error()) return -error;
+    record_submit();
     if (wait_for == 0) return io_uring_submit(&ring_);
     return io_uring_submit_and_wait(&ring_, wait_for);
   }
@@ -186,12 +188,14 @@ public:
   /// kernel, which DEFER_TASKRUN rings need before completions show up.
   int submit_and_get_events() noexcept {
     if (const int error = injected_enter_error()) return -error;
+    record_submit();
     return io_uring_submit_and_get_events(&ring_);
   }
 
   /// Like `submit(1)`, but gives up after `timeout` (returns -ETIME).
   int submit_and_wait_timeout(__kernel_timespec timeout) noexcept {
     if (const int error = injected_enter_error()) return -error;
+    record_submit();
     io_uring_cqe* cqe = nullptr;
     return io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &timeout, nullptr);
   }
@@ -218,6 +222,20 @@ public:
   int fd() const noexcept { return ring_.ring_fd; }
 
 private:
+  /// Test builds: tells the seam how many SQEs, and IO SQEs (user ops
+  /// other than NOPs), the coming enter hands over.
+  void record_submit() noexcept {
+    if constexpr (records_submits) {
+      unsigned sqes = 0;
+      unsigned io_sqes = 0;
+      for (unsigned at = ring_.sq.sqe_head; at != ring_.sq.sqe_tail; ++at, ++sqes) {
+        const io_uring_sqe& sqe = ring_.sq.sqes[(at & *ring_.sq.kring_mask) << (sqe128() ? 1 : 0)];
+        if (!is_internal(sqe.user_data) && sqe.opcode != IORING_OP_NOP) ++io_sqes;
+      }
+      note_submit(sqes, io_sqes);
+    }
+  }
+
   static std::string describe_flags(std::uint32_t flags) {
     std::string names;
     for (const auto& info : known_setup_flags) {
