@@ -6,6 +6,7 @@
 #include "measure.hpp"
 
 #include <i2o2/detail/adaptive_spin.hpp>
+#include <i2o2/detail/futex.hpp>
 #include <i2o2/i2o2.hpp>
 #include <i2o2/reply/callback.hpp>
 
@@ -48,11 +49,15 @@ private:
 };
 
 /// `qd` callback replies: the callback (on the scheduler thread) stores the
-/// result and flips a flag; the client waits for the flag as the future
-/// reply waits (i2o2's adaptive spin, then std::atomic::wait), so the rows
-/// differ in the reply mechanism, not in how patiently the client spins.
+/// result and publishes it on the slot's word; the client waits for it
+/// exactly as a future reply waits (i2o2's adaptive spin, 12 yields, then a
+/// futex sleep announced by a sleeper bit, so the callback makes a wake
+/// syscall only for a client that sleeps). The rows thus differ in the reply
+/// mechanism, not in how the client waits. (std::atomic::wait would not do:
+/// libstdc++ hashes every waited-on address into a small shared table, and
+/// one sleeping client makes notify_one() a syscall for slots of others.)
 /// The window must outlive the scheduler: a callback may still be inside
-/// notify_one() after the client saw its flag.
+/// its wake after the client saw its result.
 template <class Handle>
 class callback_window {
 public:
@@ -69,33 +74,43 @@ public:
     handle.submit_many(ops, {}, callbacks_);
   }
   bool ready(unsigned index) const noexcept {
-    return slots_[index].done.load(std::memory_order_acquire) != 0;
+    return (slots_[index].word.load(std::memory_order_acquire) & ready_bit) != 0;
   }
   int wait(unsigned index) const noexcept {
-    const slot& target = slots_[index];
-    if (!i2o2::detail::adaptive_spin::run([&] { return ready(index); }))
-      while (target.done.load(std::memory_order_acquire) == 0)
-        target.done.wait(0, std::memory_order_acquire);
+    slot& target = slots_[index];
+    const auto done = [&] { return ready(index); };
+    if (!i2o2::detail::adaptive_spin::run(done)) {
+      for (int round = 0; round < 12 && !done(); ++round)
+        std::this_thread::yield();
+      while (!done()) {
+        const std::uint32_t seen = target.word.fetch_or(sleeper_bit, std::memory_order_acq_rel);
+        if (seen & ready_bit) break;
+        i2o2::detail::futex_wait(target.word, seen | sleeper_bit);
+      }
+    }
     return target.result;
   }
 
 private:
+  static constexpr std::uint32_t ready_bit = 1;
+  static constexpr std::uint32_t sleeper_bit = 2;
   struct alignas(64) slot {
-    std::atomic<std::uint32_t> done{1};
+    std::atomic<std::uint32_t> word{ready_bit};
     int result = 0;
   };
-  /// The callback of one op: stores the result in its slot and flips the flag.
+  /// The callback of one op: stores the result, publishes it, and wakes
+  /// the client only if it announced that it sleeps.
   struct completion {
     slot* target;
     void operator()(int result) const noexcept {
       target->result = result;
-      target->done.store(1, std::memory_order_release);
-      target->done.notify_one();
+      const std::uint32_t before = target->word.fetch_or(ready_bit, std::memory_order_acq_rel);
+      if (before & sleeper_bit) i2o2::detail::futex_wake(target->word);
     }
   };
   completion arm(unsigned index) {
     slot* target = &slots_[index];
-    target->done.store(0, std::memory_order_relaxed);
+    target->word.store(0, std::memory_order_relaxed);
     return completion{target};
   }
 
