@@ -183,14 +183,17 @@ TEST_CASE("more parked ops than the CQ holds wait their turn and all complete", 
 namespace {
 
 // Holds the scheduler inside arm() — after its loop saw the gate open, before
-// it announces the park — until the test lets it go.
+// it announces the park — until the test lets it go. Only a re-arm with
+// nothing left to submit is held: a re-arm right after pulling the test's
+// nop (the nop pushed before the scheduler's first park) would hold the
+// nop back, and the test waits for its reply.
 std::atomic<int> hold_stage{0};  // 1: hold the next re-arm; 2: held; 3: released
 
 struct holding_eventfd : i2o2::wait::eventfd {
   bool arm(i2o2::detail::ring& ring) noexcept {
     const bool was_armed = armed();
     const bool ok = i2o2::wait::eventfd::arm(ring);
-    if (was_armed && hold_stage.load() == 1) {
+    if (was_armed && ring.sq_pending() == 0 && hold_stage.load() == 1) {
       hold_stage.store(2);
       while (hold_stage.load() != 3)
         std::this_thread::yield();
