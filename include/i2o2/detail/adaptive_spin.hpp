@@ -10,8 +10,8 @@
 /// threads than cores. A client spinning on the oldest of 16 buffered
 /// writes otherwise holds a core that the io-wq worker running those
 /// writes needs: seqwrite 4 KiB went from 0.63-0.75x raw_liburing to
-/// 0.83-0.97x on 2 cores, while replies that come within the selfish part
-/// (a NOP round trip) never pay a yield.
+/// 0.73-0.97x (median 0.86x) on 2 cores, while replies that come within
+/// the selfish part (a NOP round trip) never pay a yield.
 
 #include "cpu_relax.hpp"
 
