@@ -236,7 +236,7 @@ namespace {
 
 using callback_scheduler =
     i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
-using i2o2::detail::fault_injection;
+using i2o2::detail::submit_records;
 
 /// Counts an op's completion, and whether its result was the expected one.
 struct tally {
@@ -249,7 +249,7 @@ struct tally {
   }
 };
 
-struct submit_records {
+struct submit_sizes {
   unsigned largest;     // most SQEs one enter handed over
   unsigned largest_io;  // most IO SQEs (user ops but NOPs) one enter handed over
 };
@@ -258,7 +258,7 @@ struct submit_records {
 /// wrong)` queues its ops, so the next pull finds them all at once; then
 /// lets it go, waits for `ops` completions, and returns what the seam saw.
 template <class Send>
-submit_records held_burst(std::uint32_t io_per_enter, int ops, Send&& send) {
+submit_sizes held_burst(std::uint32_t io_per_enter, int ops, Send&& send) {
   auto running = i2o2::spawn_scheduler<callback_scheduler>(
       i2o2::config{.queue_capacity = 64, .ring_depth = 32, .io_per_enter = io_per_enter});
   auto& handle = running.handle;
@@ -272,11 +272,11 @@ submit_records held_burst(std::uint32_t io_per_enter, int ops, Send&& send) {
   std::atomic<int> done{0};
   std::atomic<int> wrong{0};
   send(handle, done, wrong);
-  fault_injection::get().reset_submit_records();
+  submit_records::get().reset();
   stage.store(2);
   REQUIRE(i2o2_test::eventually([&] { return done.load() == ops; }));
   CHECK(wrong.load() == 0);
-  return {fault_injection::get().largest_submit(), fault_injection::get().largest_io_submit()};
+  return {submit_records::get().largest(), submit_records::get().largest_io()};
 }
 
 }  // namespace
@@ -306,11 +306,11 @@ TEST_CASE("config::io_per_enter caps the IO ops one enter hands over; a longer c
     handle.submit_many(after, {}, after_tallies);
   };
   SECTION("io_per_enter = 2: two single writes per enter, the chain of four alone in one") {
-    const submit_records seen = held_burst(2, 20, send);
+    const submit_sizes seen = held_burst(2, 20, send);
     CHECK(seen.largest_io == 4);
   }
   SECTION("io_per_enter = 0: no cap, all twenty in one enter") {
-    const submit_records seen = held_burst(0, 20, send);
+    const submit_sizes seen = held_burst(0, 20, send);
     CHECK(seen.largest_io == 20);
   }
   CHECK(i2o2_test::size_of(file.fd()) == 20);
@@ -318,7 +318,7 @@ TEST_CASE("config::io_per_enter caps the IO ops one enter hands over; a longer c
 
 TEST_CASE("config::io_per_enter leaves NOPs uncapped", "[scheduler][io_per_enter]") {
   i2o2_test::watchdog dog("io_per_enter nops");
-  const submit_records seen =
+  const submit_sizes seen =
       held_burst(1, 20, [](callback_scheduler::handle_type& handle, std::atomic<int>& done, std::atomic<int>& wrong) {
         const std::vector<i2o2::prepared_op> nops(20, i2o2::prepared_op(i2o2::op::nop{}));
         handle.submit_many(nops, {}, std::vector<tally>(20, tally{&done, &wrong, 0}));

@@ -178,9 +178,8 @@ private:
       }
       if (envelope.op.sqe().opcode != IORING_OP_NOP) {
         // The first always goes, however long its chain: each pull progresses.
-        if (io_placed != 0 && io_placed + envelope.chain_length > config_.io_per_enter &&
-            config_.io_per_enter != 0)
-          return false;
+        const unsigned cap = config_.io_per_enter;
+        if (cap != 0 && io_placed != 0 && io_placed + envelope.chain_length > cap) return false;
         io_placed += envelope.chain_length;
       }
       budget -= needed;

@@ -3,9 +3,8 @@
 /// builds (I2O2_TESTING): tests make the next io_uring_enter calls fail with
 /// -EINTR, -EAGAIN or -EBUSY, or the next ring setup fail with -ENOMEM or
 /// -EPERM, without submitting anything, as the kernel may. (Pretending an
-/// older kernel is kernel_features::pretend_missing.) It also records the
-/// most SQEs, and the most IO SQEs, one enter handed over. Without
-/// I2O2_TESTING every hook is a constant and compiles away.
+/// older kernel is kernel_features::pretend_missing.) Without I2O2_TESTING
+/// every hook is a constant 0 and compiles away.
 
 #include <atomic>
 
@@ -45,28 +44,7 @@ public:
   }
   int take_setup() noexcept { return setup_error_.exchange(0); }
 
-  /// One enter is about to hand over `sqes` SQEs, `io_sqes` of them IO ops.
-  void note_submit(unsigned sqes, unsigned io_sqes) noexcept {
-    raise(largest_submit_, sqes);
-    raise(largest_io_submit_, io_sqes);
-  }
-  /// The most SQEs / IO SQEs one enter handed over since the last reset.
-  unsigned largest_submit() const noexcept { return largest_submit_.load(); }
-  unsigned largest_io_submit() const noexcept { return largest_io_submit_.load(); }
-  void reset_submit_records() noexcept {
-    largest_submit_.store(0);
-    largest_io_submit_.store(0);
-  }
-
 private:
-  static void raise(std::atomic<unsigned>& record, unsigned value) noexcept {
-    unsigned seen = record.load(std::memory_order_relaxed);
-    while (value > seen && !record.compare_exchange_weak(seen, value)) {
-    }
-  }
-
-  std::atomic<unsigned> largest_submit_{0};
-  std::atomic<unsigned> largest_io_submit_{0};
   std::atomic<int> enter_error_{0};
   std::atomic<int> enter_failures_{0};
   std::atomic<int> setup_error_{0};
@@ -74,15 +52,9 @@ private:
 };
 
 inline int injected_enter_error() noexcept { return fault_injection::get().take_enter(); }
-inline constexpr bool records_submits = true;
-inline void note_submit(unsigned sqes, unsigned io_sqes) noexcept {
-  fault_injection::get().note_submit(sqes, io_sqes);
-}
 inline int injected_setup_error() noexcept { return fault_injection::get().take_setup(); }
 #else
 constexpr int injected_enter_error() noexcept { return 0; }
-inline constexpr bool records_submits = false;
-constexpr void note_submit(unsigned, unsigned) noexcept {}
 constexpr int injected_setup_error() noexcept { return 0; }
 #endif
 

@@ -10,6 +10,7 @@
 #include "../op.hpp"
 #include "fault_injection.hpp"
 #include "kernel_features.hpp"
+#include "submit_records.hpp"
 #include "user_data.hpp"
 
 #include <liburing.h>
@@ -222,8 +223,8 @@ public:
   int fd() const noexcept { return ring_.ring_fd; }
 
 private:
-  /// Test builds: tells the seam how many SQEs, and IO SQEs (user ops
-  /// other than NOPs), the coming enter hands over.
+  /// Test builds: records how many SQEs, and IO SQEs (user ops other than
+  /// NOPs), the coming enter hands over (submit_records.hpp).
   void record_submit() noexcept {
     if constexpr (records_submits) {
       unsigned sqes = 0;
