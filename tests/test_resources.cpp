@@ -170,10 +170,22 @@ struct child_outcome {
   int at(int key) const { return values.count(key) != 0 ? values.at(key) : -999999; }
   /// "key=value ..." of everything reported, and how the child ended.
   std::string describe() const {
-    std::string out = timed_out ? "timed out (killed); reported:"
-                                : "exited, status " + std::to_string(status) + "; reported:";
-    for (const auto& [key, value] : values)
-      out += " " + std::to_string(key) + "=" + std::to_string(value);
+    // Appends only: GCC 12 at -O2 misreads `"literal" + std::string&&` as an
+    // overlapping memcpy (-Wrestrict).
+    std::string out;
+    if (timed_out) {
+      out += "timed out (killed); reported:";
+    } else {
+      out += "exited, status ";
+      out += std::to_string(status);
+      out += "; reported:";
+    }
+    for (const auto& [key, value] : values) {
+      out += ' ';
+      out += std::to_string(key);
+      out += '=';
+      out += std::to_string(value);
+    }
     return out;
   }
 };
