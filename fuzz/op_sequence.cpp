@@ -138,13 +138,15 @@ public:
     cfg.queue_capacity = input_.ConsumeIntegralInRange<std::uint32_t>(1, 64);
     cfg.idle_spin = std::chrono::microseconds(input_.ConsumeBool() ? 0 : 10);
     cfg.shutdown_deadline = 2s;
-    // 0 (no cap) to 3 IO ops per enter, below most chains' length. Derived
-    // rather than read from the input, so the corpus keeps its meaning.
-    cfg.io_per_enter = cfg.queue_capacity % 4;
+    // The submit budget: none, one op per enter (1 ns), the default, or
+    // every op at once. Derived rather than read from the input, so the
+    // corpus keeps its meaning.
+    const std::chrono::nanoseconds budgets[] = {0ns, 1ns, i2o2::config{}.submit_budget, 1h};
+    cfg.submit_budget = budgets[cfg.queue_capacity % 4];
     ring_depth_ = cfg.ring_depth;
     if (trace())
-      std::fprintf(stderr, "op_sequence: ring_depth %u, queue_capacity %u, io_per_enter %u\n", cfg.ring_depth,
-                   cfg.queue_capacity, cfg.io_per_enter);
+      std::fprintf(stderr, "op_sequence: ring_depth %u, queue_capacity %u, submit_budget %lld ns\n", cfg.ring_depth,
+                   cfg.queue_capacity, static_cast<long long>(cfg.submit_budget.count()));
 
     for (auto& p : pipes_) {
       int fds[2];

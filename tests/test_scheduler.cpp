@@ -1,6 +1,6 @@
 // The scheduler loop itself: running on the caller's thread, the ring flags
 // it picks, surviving signals (-EINTR), back-pressure from a tiny ring, and
-// how many IO ops one enter hands over (config::io_per_enter).
+// how many IO ops one enter hands over (config::submit_budget).
 // The tests of scheduler behaviour run over all 24 queue x wait x reply
 // combinations (tests/any_scheduler.hpp).
 #include "any_scheduler.hpp"
@@ -257,11 +257,17 @@ struct submit_sizes {
 /// Holds the scheduler thread inside a callback while `send(handle, done,
 /// wrong)` queues its ops, so the next pull finds them all at once; then
 /// lets it go, waits for `ops` completions, and returns what the seam saw.
+/// One write to `warm_up` goes first, so the budget has a cost learned.
 template <class Send>
-submit_sizes held_burst(std::uint32_t io_per_enter, int ops, Send&& send) {
+submit_sizes held_burst(std::chrono::nanoseconds budget, int warm_up, int ops, Send&& send) {
   auto running = i2o2::spawn_scheduler<callback_scheduler>(
-      i2o2::config{.queue_capacity = 64, .ring_depth = 32, .io_per_enter = io_per_enter});
+      i2o2::config{.queue_capacity = 64, .ring_depth = 32, .submit_budget = budget});
   auto& handle = running.handle;
+  std::atomic<int> warmed{0};
+  handle.submit(i2o2::op::write{.file = warm_up, .buf = "w", .len = 1, .offset = 0}, {},
+                [&warmed](int result) noexcept { warmed.store(result == 1 ? 1 : -1); });
+  REQUIRE(i2o2_test::eventually([&] { return warmed.load() != 0; }));
+  REQUIRE(warmed.load() == 1);
   std::atomic<int> stage{0};  // 1: the scheduler thread is held; 2: released
   handle.submit(i2o2::op::nop{}, {}, [&stage](int) noexcept {
     stage.store(1);
@@ -282,11 +288,13 @@ submit_sizes held_burst(std::uint32_t io_per_enter, int ops, Send&& send) {
 }  // namespace
 
 // Callback type only: holding the scheduler thread still needs a callback
-// reply, which runs on it.
-TEST_CASE("config::io_per_enter caps the IO ops one enter hands over; a longer chain still goes whole",
-          "[scheduler][io_per_enter]") {
-  i2o2_test::watchdog dog("io_per_enter");
+// reply, which runs on it. A budget of 1 ns fits one op at any cost (the
+// first of each pull always goes); an hour fits every op at any cost.
+TEST_CASE("config::submit_budget caps the IO ops one enter hands over; a longer chain still goes whole",
+          "[scheduler][submit_budget]") {
+  i2o2_test::watchdog dog("submit_budget");
   i2o2_test::temp_file file;
+  i2o2_test::temp_file warm_up;
   // 8 single writes, a soft chain of 4 writes, 8 more single writes.
   const auto send = [&](callback_scheduler::handle_type& handle, std::atomic<int>& done, std::atomic<int>& wrong) {
     const auto writes = [&](int count, std::uint64_t first) {
@@ -305,24 +313,77 @@ TEST_CASE("config::io_per_enter caps the IO ops one enter hands over; a longer c
     auto [after, after_tallies] = writes(8, 12);
     handle.submit_many(after, {}, after_tallies);
   };
-  SECTION("io_per_enter = 2: two single writes per enter, the chain of four alone in one") {
-    const submit_sizes seen = held_burst(2, 20, send);
+  SECTION("a budget that fits one op: one single write per enter, the chain of four alone in one") {
+    const submit_sizes seen = held_burst(std::chrono::nanoseconds(1), warm_up.fd(), 20, send);
     CHECK(seen.largest_io == 4);
   }
-  SECTION("io_per_enter = 0: no cap, all twenty in one enter") {
-    const submit_sizes seen = held_burst(0, 20, send);
+  SECTION("a budget that fits them all: all twenty in one enter") {
+    const submit_sizes seen = held_burst(std::chrono::hours(1), warm_up.fd(), 20, send);
+    CHECK(seen.largest_io == 20);
+  }
+  SECTION("no budget: all twenty in one enter") {
+    const submit_sizes seen = held_burst(std::chrono::nanoseconds(0), warm_up.fd(), 20, send);
     CHECK(seen.largest_io == 20);
   }
   CHECK(i2o2_test::size_of(file.fd()) == 20);
 }
 
-TEST_CASE("config::io_per_enter leaves NOPs uncapped", "[scheduler][io_per_enter]") {
-  i2o2_test::watchdog dog("io_per_enter nops");
-  const submit_sizes seen =
-      held_burst(1, 20, [](callback_scheduler::handle_type& handle, std::atomic<int>& done, std::atomic<int>& wrong) {
+TEST_CASE("config::submit_budget leaves NOPs uncapped", "[scheduler][submit_budget]") {
+  i2o2_test::watchdog dog("submit_budget nops");
+  i2o2_test::temp_file warm_up;
+  const submit_sizes seen = held_burst(
+      std::chrono::nanoseconds(1), warm_up.fd(), 20,
+      [](callback_scheduler::handle_type& handle, std::atomic<int>& done, std::atomic<int>& wrong) {
         const std::vector<i2o2::prepared_op> nops(20, i2o2::prepared_op(i2o2::op::nop{}));
         handle.submit_many(nops, {}, std::vector<tally>(20, tally{&done, &wrong, 0}));
       });
   CHECK(seen.largest >= 20);
   CHECK(seen.largest_io == 0);
+}
+
+// The learning itself, fed enters of known lengths.
+namespace {
+void timed_enter(i2o2::detail::submit_budget& budget, unsigned ops, std::chrono::nanoseconds took) {
+  budget.placed(ops);
+  budget.entered_after(took);
+}
+}  // namespace
+
+TEST_CASE("submit_budget learns the least recent cost per op, and forgets it after two windows",
+          "[scheduler][submit_budget]") {
+  using std::chrono::microseconds;
+  i2o2::detail::submit_budget budget(microseconds(100));
+  CHECK(budget.cap() == 0);  // nothing learned yet: no limit
+  CHECK_FALSE(budget.start(0).has_value());  // no IO op placed: nothing to time
+  budget.placed(1);
+  CHECK_FALSE(budget.start(1).has_value());  // an enter that waits is not timed
+  CHECK(budget.start(0).has_value());
+  budget.entered(std::nullopt);
+  CHECK(budget.cap() == 0);
+
+  timed_enter(budget, 2, microseconds(20));  // 10 us per op
+  CHECK(budget.cap() == 10);
+  timed_enter(budget, 1, microseconds(2000));  // preempted midway: ignored
+  CHECK(budget.cap() == 10);
+  timed_enter(budget, 4, microseconds(4));  // 1 us per op: the least wins
+  CHECK(budget.cap() == 100);
+  timed_enter(budget, 1, microseconds(500));  // costlier than the budget: one op
+  CHECK(budget.cap() == 100);
+  // Only 40 us enters from here: the cheap one is kept for the rest of its
+  // window (64 enters), and forgotten within two.
+  for (int i = 0; i < 58; ++i)
+    timed_enter(budget, 1, microseconds(40));
+  CHECK(budget.cap() == 100);
+  for (int i = 0; i < 128; ++i)
+    timed_enter(budget, 1, microseconds(40));
+  CHECK(budget.cap() == 2);
+  for (int i = 0; i < 128; ++i)
+    timed_enter(budget, 1, microseconds(500));
+  CHECK(budget.cap() == 1);  // never zero, which would mean no limit
+
+  i2o2::detail::submit_budget unlimited(std::chrono::nanoseconds(0));
+  unlimited.placed(4);
+  CHECK_FALSE(unlimited.start(0).has_value());
+  timed_enter(unlimited, 4, microseconds(40));
+  CHECK(unlimited.cap() == 0);
 }

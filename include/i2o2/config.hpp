@@ -39,13 +39,14 @@ struct config {
   /// Slots of the sparse registered-buffer table (0: none).
   std::uint32_t registered_buffers = 0;
 
-  /// IO ops (anything but a NOP) handed to the kernel per io_uring_enter;
-  /// 0: no limit. Issuing a read or write costs microseconds inside the
-  /// enter (page pinning, the block layer), the kernel plugs batches of
-  /// more than two until the whole batch is issued, and no completion is
-  /// reaped meanwhile: small batches get each op to the device sooner and
-  /// its reply back sooner. Raise it for devices that gain from merging.
-  std::uint32_t io_per_enter = 2;
+  /// How much submission work one io_uring_enter may carry; 0: no limit.
+  /// Issuing an IO op (anything but a NOP) does its work inside the enter,
+  /// and no completion is reaped meanwhile: an O_DIRECT read costs a few
+  /// microseconds (page pinning, the block layer, a plug holding batches
+  /// of more than two), a buffered write handed to an io-wq worker well
+  /// under one. The scheduler learns the cost per op from its enters and
+  /// takes as many ops as fit, at least one (or one whole chain).
+  std::chrono::nanoseconds submit_budget = std::chrono::microseconds(8);
 
   /// How long an idle scheduler polls its queue before parking. Catching a
   /// submit that arrives within it spares the client a wake syscall and

@@ -7,6 +7,7 @@
 #include "detail/resource_table.hpp"
 #include "detail/ring.hpp"
 #include "detail/slot_table.hpp"
+#include "detail/submit_budget.hpp"
 #include "detail/user_data.hpp"
 #include "guard.hpp"
 #include "handle.hpp"
@@ -154,14 +155,16 @@ private:
 
   /// Moves queued envelopes into SQEs while the SQ has room and the CQ can
   /// take their completions; a chain goes in whole or waits at the front.
-  /// Stops after config::io_per_enter IO ops (NOPs are free), so that the
-  /// loop enters the kernel with those and reaps before pulling more.
+  /// Stops once the IO ops taken (NOPs are free) fill config::submit_budget,
+  /// so that the loop enters the kernel with those and reaps before pulling
+  /// more.
   void pull() noexcept {
     head_waits_for_room_ = false;
     // Members of a chain whose head an earlier pull took were budgeted then:
     // their SQEs are not free for anything else.
     const unsigned free_now = std::min(ring_.sq_space_left(), cq_room());
     unsigned budget = free_now > chain_members_missing_ ? free_now - chain_members_missing_ : 0U;
+    const unsigned cap = submit_budget_.cap();
     unsigned io_placed = 0;
     const auto consume = [&](envelope_type& envelope) noexcept {
       if (envelope.kind != detail::envelope_kind::op) return control(envelope, budget);
@@ -178,7 +181,6 @@ private:
       }
       if (envelope.op.sqe().opcode != IORING_OP_NOP) {
         // The first always goes, however long its chain: each pull progresses.
-        const unsigned cap = config_.io_per_enter;
         if (cap != 0 && io_placed != 0 && io_placed + envelope.chain_length > cap) return false;
         io_placed += envelope.chain_length;
       }
@@ -195,6 +197,7 @@ private:
     if (chain_members_missing_ == 0)
       while (!overflow.empty() && consume(overflow.front()))
         overflow.pop_front();
+    submit_budget_.placed(io_placed);
   }
 
   /// Nothing waiting to be pulled (a claimed but unpublished envelope counts
@@ -399,7 +402,9 @@ private:
   /// is short of memory), -EBUSY (the CQ overflowed): reap and go round
   /// again. Unsubmitted SQEs stay queued; nothing is dropped.
   void enter(unsigned wait_for) noexcept {
+    const auto started = submit_budget_.start(wait_for);
     const int result = wait_for == 0 ? ring_.submit_and_get_events() : ring_.submit(wait_for);
+    if (result >= 0) submit_budget_.entered(started);
     if (result == -EAGAIN || result == -EBUSY) ::sched_yield();
   }
 
@@ -516,6 +521,8 @@ private:
   unsigned chain_members_missing_ = 0;
   // The last pull stopped at an envelope that needs more room than is free.
   bool head_waits_for_room_ = false;
+  // What submitting an IO op costs lately, and so how many one enter takes.
+  detail::submit_budget submit_budget_{config_.submit_budget};
 };
 
 }  // namespace i2o2

@@ -2,7 +2,7 @@
 /// What the ring boundary handed the kernel, recorded only in test builds
 /// (I2O2_TESTING): the most SQEs, and the most IO SQEs (user ops other
 /// than NOPs), that one io_uring_enter carried, so tests can check
-/// config::io_per_enter. Without I2O2_TESTING nothing is recorded and the
+/// config::submit_budget. Without I2O2_TESTING nothing is recorded and the
 /// ring does not even count.
 
 #include <atomic>
