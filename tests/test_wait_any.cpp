@@ -1,10 +1,16 @@
 // i2o2::wait_any: a client with several future replies in flight takes
 // whichever finishes first. Reads are parked on empty pipes and finished
 // in a chosen order by writing to those pipes.
+#include "proc_support.hpp"
 #include "support.hpp"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <array>
+#include <atomic>
 #include <memory>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -64,5 +70,35 @@ TEST_CASE("wait_any over more replies than futex_waitv takes still sees the last
   reads.pipes[count - 1].feed("z", 1);
   CHECK(i2o2::wait_any(reads.replies) == count - 1);
   for (std::size_t i = 0; i + 1 < count; ++i) reads.pipes[i].feed("z", 1);
+  for (const auto& reply : reads.replies) CHECK(reply.wait() == 1);
+}
+
+TEST_CASE("wait_any without futex_waitv (before Linux 5.16) still sees a later reply finish first",
+          "[wait_any]") {
+  i2o2_test::watchdog dog("wait_any without futex_waitv");
+  using i2o2::detail::fault_injection;
+  auto [owner, handle] = i2o2::spawn({.queue_capacity = 64, .ring_depth = 16});
+  parked_reads reads(handle, 3);
+  fault_injection::get().fail_futex_waitv(true);
+  const long injected_before = fault_injection::get().injected_futex_waitvs();
+  std::atomic<pid_t> waiter_tid{0};
+  std::atomic<std::size_t> got{99};
+  std::thread waiter([&] {
+    waiter_tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
+    got.store(i2o2::wait_any(reads.replies));
+  });
+  // Asleep in the fallback (on read 0's word) before read 2 finishes.
+  REQUIRE(i2o2_test::eventually([&] {
+    return waiter_tid.load() != 0 && fault_injection::get().injected_futex_waitvs() > injected_before &&
+           i2o2_test::run_state(waiter_tid.load()) == 'S';
+  }));
+  reads.pipes[2].feed("x", 1);
+  waiter.join();  // a hang here is the watchdog's failure
+  fault_injection::get().clear();
+  CHECK(got.load() == 2);
+  CHECK(reads.replies[2].wait() == 1);
+  CHECK_FALSE(reads.replies[0].is_ready());
+  reads.pipes[0].feed("y", 1);
+  reads.pipes[1].feed("z", 1);
   for (const auto& reply : reads.replies) CHECK(reply.wait() == 1);
 }

@@ -1,10 +1,11 @@
 #pragma once
-/// The fault-injecting seam at the ring boundary, compiled only into test
+/// The fault-injecting seam at the kernel boundary, compiled only into test
 /// builds (I2O2_TESTING): tests make the next io_uring_enter calls fail with
 /// -EINTR, -EAGAIN or -EBUSY, or the next ring setup fail with -ENOMEM or
-/// -EPERM, without submitting anything, as the kernel may. (Pretending an
-/// older kernel is kernel_features::pretend_missing.) Without I2O2_TESTING
-/// every hook is a constant 0 and compiles away.
+/// -EPERM, without submitting anything, as the kernel may; or futex_waitv
+/// fail with -ENOSYS, as before Linux 5.16. (Pretending an older kernel's
+/// io_uring is kernel_features::pretend_missing.) Without I2O2_TESTING
+/// every hook is a constant and compiles away.
 
 #include <atomic>
 
@@ -25,9 +26,12 @@ public:
   }
   /// The next ring setup returns -error.
   void fail_setup(int error) noexcept { setup_error_.store(error); }
+  /// Whether futex_waitv fails with -ENOSYS from now on.
+  void fail_futex_waitv(bool missing) noexcept { futex_waitv_missing_.store(missing); }
   void clear() noexcept {
     enter_failures_.store(0);
     setup_error_.store(0);
+    futex_waitv_missing_.store(false);
   }
   /// How many enters failed by injection so far.
   long injected_enters() const noexcept { return injected_.load(); }
@@ -43,19 +47,30 @@ public:
     return 0;
   }
   int take_setup() noexcept { return setup_error_.exchange(0); }
+  bool take_futex_waitv() noexcept {
+    if (!futex_waitv_missing_.load(std::memory_order_relaxed)) return false;
+    injected_futex_waitv_.fetch_add(1);
+    return true;
+  }
+  /// How many futex_waitv calls failed by injection so far.
+  long injected_futex_waitvs() const noexcept { return injected_futex_waitv_.load(); }
 
 private:
   std::atomic<int> enter_error_{0};
   std::atomic<int> enter_failures_{0};
   std::atomic<int> setup_error_{0};
   std::atomic<long> injected_{0};
+  std::atomic<bool> futex_waitv_missing_{false};
+  std::atomic<long> injected_futex_waitv_{0};
 };
 
 inline int injected_enter_error() noexcept { return fault_injection::get().take_enter(); }
 inline int injected_setup_error() noexcept { return fault_injection::get().take_setup(); }
+inline bool injected_futex_waitv_missing() noexcept { return fault_injection::get().take_futex_waitv(); }
 #else
 constexpr int injected_enter_error() noexcept { return 0; }
 constexpr int injected_setup_error() noexcept { return 0; }
+constexpr bool injected_futex_waitv_missing() noexcept { return false; }
 #endif
 
 }  // namespace i2o2::detail

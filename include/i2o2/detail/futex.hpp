@@ -1,6 +1,8 @@
 #pragma once
 /// Thin futex(2) wrappers on a 32-bit atomic word (private futexes).
 
+#include "fault_injection.hpp"
+
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -52,6 +54,7 @@ inline futex_waiter waiter_for(std::atomic<std::uint32_t>& word, std::uint32_t e
 /// null: none) with 0 or -errno: ENOSYS before Linux 5.16. Callers re-check.
 inline int futex_wait_any(const futex_waiter* waiters, std::size_t count,
                           const timespec* timeout = nullptr) noexcept {
+  if (injected_futex_waitv_missing()) return -ENOSYS;
   timespec deadline{};
   if (timeout != nullptr) {  // futex_waitv takes an absolute CLOCK_MONOTONIC time
     ::clock_gettime(CLOCK_MONOTONIC, &deadline);

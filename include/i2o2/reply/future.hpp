@@ -256,8 +256,9 @@ static_assert(reply_factory<future>);
 /// first ready one: how a client with several ops in flight takes whichever
 /// finishes first instead of waiting on the oldest. Spins briefly, then
 /// sleeps on every reply's word at once (futex_waitv, Linux 5.16; older
-/// kernels sleep on the first unready reply). Preconditions: `replies` is
-/// not empty, every reply is valid(), and no other thread waits on them.
+/// kernels sleep on the first unready reply, waking every millisecond to
+/// look at the rest). Preconditions: `replies` is not empty, every reply
+/// is valid(), and no other thread waits on them.
 /// Returns the first ready index.
 inline std::size_t wait_any(std::span<const future_reply> replies) noexcept {
   std::size_t found = 0;
@@ -295,9 +296,14 @@ inline std::size_t wait_any(std::span<const future_reply> replies) noexcept {
       waiters[i] = detail::waiter_for(flags, now | detail::future_state::sleeper);
     }
     if (detail::futex_wait_any(waiters.data(), watched, bound) == -ENOSYS) {
+      // Before Linux 5.16: one word at a time. Sleep on the first unready
+      // one, but bounded, or a later reply finishing first would go unseen
+      // for as long as the first takes (forever, for a read on a pipe that
+      // only that later reply's owner would feed).
       for (std::size_t i = 0; i < watched; ++i)
         if (!replies[i].is_ready()) {
-          detail::futex_wait(replies[i].state_->flags, static_cast<std::uint32_t>(waiters[i].expected), bound);
+          detail::futex_wait(replies[i].state_->flags, static_cast<std::uint32_t>(waiters[i].expected),
+                             &poll_interval);
           break;
         }
     }
