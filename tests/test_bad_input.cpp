@@ -309,6 +309,10 @@ TEST_CASE("nonsense configs throw std::invalid_argument naming the field", "[bad
   CHECK_THAT(invalid_config_message(policy, {.queue_capacity = 0}), Catch::Contains("queue_capacity"));
   CHECK_THAT(invalid_config_message(policy, {.queue_capacity = i2o2::max_queue_capacity + 1}),
              Catch::Contains("queue_capacity"));
+  CHECK_THAT(invalid_config_message(policy, {.submit_budget = std::chrono::nanoseconds(-1)}),
+             Catch::Contains("submit_budget"));
+  CHECK_THAT(invalid_config_message(policy, {.idle_spin = std::chrono::microseconds(-1)}),
+             Catch::Contains("idle_spin"));
   // The limits themselves are fine, and such a scheduler runs.
   std::unique_ptr<i2o2_test::any_scheduler> smallest;
   CHECK_NOTHROW(smallest = i2o2_test::spawn_policy(policy, {.queue_capacity = 1, .ring_depth = 1}));

@@ -257,11 +257,13 @@ struct submit_sizes {
 /// Holds the scheduler thread inside a callback while `send(handle, done,
 /// wrong)` queues its ops, so the next pull finds them all at once; then
 /// lets it go, waits for `ops` completions, and returns what the seam saw.
-/// One write to `warm_up` goes first, so the budget has a cost learned.
+/// One write to `warm_up` goes first, so the budget has a cost learned:
+/// with no idle spin, by the enter the scheduler makes before parking
+/// only while it has no cost yet.
 template <class Send>
 submit_sizes held_burst(std::chrono::nanoseconds budget, int warm_up, int ops, Send&& send) {
-  auto running = i2o2::spawn_scheduler<callback_scheduler>(
-      i2o2::config{.queue_capacity = 64, .ring_depth = 32, .submit_budget = budget});
+  auto running = i2o2::spawn_scheduler<callback_scheduler>(i2o2::config{
+      .queue_capacity = 64, .ring_depth = 32, .submit_budget = budget, .idle_spin = std::chrono::microseconds(0)});
   auto& handle = running.handle;
   std::atomic<int> warmed{0};
   handle.submit(i2o2::op::write{.file = warm_up, .buf = "w", .len = 1, .offset = 0}, {},
@@ -355,10 +357,14 @@ TEST_CASE("submit_budget learns the least recent cost per op, and forgets it aft
   i2o2::detail::submit_budget budget(microseconds(100));
   CHECK(budget.cap() == 0);  // nothing learned yet: no limit
   CHECK_FALSE(budget.start(0).has_value());  // no IO op placed: nothing to time
+  CHECK_FALSE(budget.learning());
   budget.placed(1);
+  CHECK(budget.learning());
+  CHECK(budget.unsubmitted() == 1);
   CHECK_FALSE(budget.start(1).has_value());  // an enter that waits is not timed
   CHECK(budget.start(0).has_value());
   budget.entered(std::nullopt);
+  CHECK(budget.unsubmitted() == 0);
   CHECK(budget.cap() == 0);
 
   timed_enter(budget, 2, microseconds(20));  // 10 us per op
@@ -380,6 +386,13 @@ TEST_CASE("submit_budget learns the least recent cost per op, and forgets it aft
   for (int i = 0; i < 128; ++i)
     timed_enter(budget, 1, microseconds(500));
   CHECK(budget.cap() == 1);  // never zero, which would mean no limit
+
+  CHECK_FALSE(budget.learning());
+
+  // A budget of a century at 1 ns per op: far past any ring, not wrapped.
+  i2o2::detail::submit_budget century(std::chrono::hours(24 * 365 * 100));
+  timed_enter(century, 1, std::chrono::nanoseconds(1));
+  CHECK(century.cap() == 1U << 20);
 
   i2o2::detail::submit_budget unlimited(std::chrono::nanoseconds(0));
   unlimited.placed(4);

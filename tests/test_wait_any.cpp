@@ -87,6 +87,17 @@ TEST_CASE("wait_any without futex_waitv (before Linux 5.16) still sees a later r
     waiter_tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
     got.store(i2o2::wait_any(reads.replies));
   });
+  // However the case ends: the injection off, the waiter let go and joined.
+  struct cleanup {
+    parked_reads& reads;
+    std::thread& waiter;
+    ~cleanup() {
+      fault_injection::get().clear();
+      if (!waiter.joinable()) return;
+      for (auto& pipe : reads.pipes) pipe.feed("!", 1);
+      waiter.join();
+    }
+  } cleanup_on_exit{reads, waiter};
   // Asleep in the fallback (on read 0's word) before read 2 finishes.
   REQUIRE(i2o2_test::eventually([&] {
     return waiter_tid.load() != 0 && fault_injection::get().injected_futex_waitvs() > injected_before &&

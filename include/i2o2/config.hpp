@@ -44,8 +44,11 @@ struct config {
   /// and no completion is reaped meanwhile: an O_DIRECT read costs a few
   /// microseconds (page pinning, the block layer, a plug holding batches
   /// of more than two), a buffered write handed to an io-wq worker well
-  /// under one. The scheduler learns the cost per op from its enters and
-  /// takes as many ops as fit, at least one (or one whole chain).
+  /// under one. The scheduler learns the cost per op from its enters (one
+  /// figure for all op kinds: the least per op over its recent enters) and
+  /// takes as many ops as fit, at least one (or one whole chain). Under
+  /// SQPOLL an enter only wakes the kernel thread: the cost learned is
+  /// tiny, and the cap in effect none.
   std::chrono::nanoseconds submit_budget = std::chrono::microseconds(8);
 
   /// How long an idle scheduler polls its queue before parking. Catching a

@@ -45,6 +45,8 @@ inline void validate(const config& cfg) {
     fail("queue_capacity " + std::to_string(cfg.queue_capacity) + " exceeds the maximum of " +
          std::to_string(max_queue_capacity));
   if (cfg.thread_name.size() > 15) fail("thread_name must be at most 15 characters");
+  if (cfg.submit_budget.count() < 0) fail("submit_budget must not be negative (0: no limit)");
+  if (cfg.idle_spin.count() < 0) fail("idle_spin must not be negative (0: park at once)");
 }
 }  // namespace detail
 
@@ -164,8 +166,11 @@ private:
     // their SQEs are not free for anything else.
     const unsigned free_now = std::min(ring_.sq_space_left(), cq_room());
     unsigned budget = free_now > chain_members_missing_ ? free_now - chain_members_missing_ : 0U;
+    // Counted per enter: IO ops still unsubmitted (a failed enter, a chain
+    // waiting for its members) are already in the coming one.
     const unsigned cap = submit_budget_.cap();
-    unsigned io_placed = 0;
+    unsigned io_placed = submit_budget_.unsubmitted();
+    const unsigned io_before = io_placed;
     const auto consume = [&](envelope_type& envelope) noexcept {
       if (envelope.kind != detail::envelope_kind::op) return control(envelope, budget);
       if (envelope.chain_length == 0) {  // a chain member: budgeted with its head
@@ -197,7 +202,7 @@ private:
     if (chain_members_missing_ == 0)
       while (!overflow.empty() && consume(overflow.front()))
         overflow.pop_front();
-    submit_budget_.placed(io_placed);
+    submit_budget_.placed(io_placed - io_before);
   }
 
   /// Nothing waiting to be pulled (a claimed but unpublished envelope counts
@@ -345,8 +350,11 @@ private:
       } else {
         enter(0);
       }
-    } else if (ring_.sq_pending() != 0 && config_.idle_spin.count() > 0) {
-      enter(0);  // submit what was pulled first; the loop reaps and comes back idle
+    } else if (ring_.sq_pending() != 0 && (config_.idle_spin.count() > 0 || submit_budget_.learning())) {
+      // Submit what was pulled first; the loop reaps and comes back idle.
+      // Without an idle spin, only until the budget has a cost: an enter
+      // that also parks cannot tell submitting from waiting.
+      enter(0);
     } else if (const idle_news news = state_->overflow().empty() ? spin_for_work() : idle_news::none;
                news != idle_news::none) {
       // A producer pushed while we spun: pull it without a wake. Or
@@ -404,7 +412,8 @@ private:
   void enter(unsigned wait_for) noexcept {
     const auto started = submit_budget_.start(wait_for);
     const int result = wait_for == 0 ? ring_.submit_and_get_events() : ring_.submit(wait_for);
-    if (result >= 0) submit_budget_.entered(started);
+    // A partial submit leaves SQEs for the next enter: no sample then.
+    if (result >= 0) submit_budget_.entered(ring_.sq_pending() == 0 ? started : std::nullopt);
     if (result == -EAGAIN || result == -EBUSY) ::sched_yield();
   }
 
@@ -417,7 +426,8 @@ private:
     const auto left =
         std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - std::chrono::steady_clock::now());
     const auto nanos = std::max<std::int64_t>(left.count(), 0);
-    ring_.submit_and_wait_timeout(__kernel_timespec{nanos / 1'000'000'000, nanos % 1'000'000'000});
+    if (ring_.submit_and_wait_timeout(__kernel_timespec{nanos / 1'000'000'000, nanos % 1'000'000'000}) >= 0)
+      submit_budget_.entered(std::nullopt);
   }
 
   void reap() noexcept {

@@ -24,15 +24,22 @@ class submit_budget {
 public:
   using clock = std::chrono::steady_clock;
 
-  /// A budget of zero: no limit, and nothing is timed.
+  /// A budget of zero: no limit, and nothing is timed. (config validation
+  /// rejects a negative one; here it counts as zero.)
   explicit submit_budget(std::chrono::nanoseconds budget) noexcept : budget_ns_(std::max<std::int64_t>(0, budget.count())) {}
 
   /// IO ops the next enter may carry; 0 means no limit (no budget, or no
   /// cost learned yet).
   unsigned cap() const noexcept {
     if (budget_ns_ == 0 || cost_ns_ == 0) return 0;
-    return static_cast<unsigned>(std::max<std::int64_t>(1, budget_ns_ / cost_ns_));
+    return static_cast<unsigned>(std::clamp<std::int64_t>(budget_ns_ / cost_ns_, 1, max_cap));
   }
+
+  /// IO ops placed that no enter has taken yet.
+  unsigned unsubmitted() const noexcept { return unsubmitted_; }
+
+  /// A budget with no cost learned yet, and IO ops waiting to teach it.
+  bool learning() const noexcept { return budget_ns_ != 0 && cost_ns_ == 0 && unsubmitted_ != 0; }
 
   /// `count` more IO ops wait in the SQ for the next enter.
   void placed(unsigned count) noexcept { unsubmitted_ += count; }
@@ -76,6 +83,9 @@ private:
   }
 
   static constexpr unsigned window = 64;
+  // More than any ring holds (32768 SQEs): no limit in effect, and no
+  // wrap-around to 0 (which would read as "no limit" too, but by accident).
+  static constexpr std::int64_t max_cap = 1 << 20;
   std::int64_t budget_ns_;
   std::int64_t cost_ns_ = 0;
   std::int64_t current_min_ = 0;
