@@ -262,8 +262,11 @@ struct submit_sizes {
 /// only while it has no cost yet.
 template <class Send>
 submit_sizes held_burst(std::chrono::nanoseconds budget, int warm_up, int ops, Send&& send) {
-  auto running = i2o2::spawn_scheduler<callback_scheduler>(i2o2::config{
-      .queue_capacity = 64, .ring_depth = 32, .submit_budget = budget, .idle_spin = std::chrono::microseconds(0)});
+  auto running =
+      i2o2::spawn_scheduler<callback_scheduler>(i2o2::config{.queue_capacity = 64,
+                                                             .ring_depth = 32,
+                                                             .submit_budget = budget,
+                                                             .idle_spin = std::chrono::microseconds(0)});
   auto& handle = running.handle;
   std::atomic<int> warmed{0};
   handle.submit(i2o2::op::write{.file = warm_up, .buf = "w", .len = 1, .offset = 0}, {},
@@ -298,7 +301,8 @@ TEST_CASE("config::submit_budget caps the IO ops one enter hands over; a longer 
   i2o2_test::temp_file file;
   i2o2_test::temp_file warm_up;
   // 8 single writes, a soft chain of 4 writes, 8 more single writes.
-  const auto send = [&](callback_scheduler::handle_type& handle, std::atomic<int>& done, std::atomic<int>& wrong) {
+  const auto send = [&](callback_scheduler::handle_type& handle, std::atomic<int>& done,
+                        std::atomic<int>& wrong) {
     const auto writes = [&](int count, std::uint64_t first) {
       std::vector<i2o2::prepared_op> ops;
       std::vector<tally> tallies;
@@ -355,7 +359,7 @@ TEST_CASE("submit_budget learns the least recent cost per op, and forgets it aft
           "[scheduler][submit_budget]") {
   using std::chrono::microseconds;
   i2o2::detail::submit_budget budget(microseconds(100));
-  CHECK(budget.cap() == 0);  // nothing learned yet: no limit
+  CHECK(budget.cap() == 0);                  // nothing learned yet: no limit
   CHECK_FALSE(budget.start(0).has_value());  // no IO op placed: nothing to time
   CHECK_FALSE(budget.learning());
   budget.placed(1);

@@ -426,8 +426,9 @@ private:
     const auto left =
         std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - std::chrono::steady_clock::now());
     const auto nanos = std::max<std::int64_t>(left.count(), 0);
-    if (ring_.submit_and_wait_timeout(__kernel_timespec{nanos / 1'000'000'000, nanos % 1'000'000'000}) >= 0)
-      submit_budget_.entered(std::nullopt);
+    // Shutdown: not sampled, and taken even when the wait itself times out.
+    ring_.submit_and_wait_timeout(__kernel_timespec{nanos / 1'000'000'000, nanos % 1'000'000'000});
+    submit_budget_.entered(std::nullopt);
   }
 
   void reap() noexcept {

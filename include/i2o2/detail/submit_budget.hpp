@@ -10,8 +10,8 @@
 /// CPU beside the io-wq worker), so the cap is a time: the scheduler learns
 /// what one IO op has cost to submit lately and takes as many as fit.
 ///
-/// Scheduler thread only. The caller lets the first op of each pull (and
-/// the rest of its chain) go in regardless, so every pull progresses.
+/// Scheduler thread only. The caller lets the first IO op of each enter
+/// (and the rest of its chain) go in regardless, so every enter progresses.
 
 #include <algorithm>
 #include <chrono>
@@ -26,7 +26,8 @@ public:
 
   /// A budget of zero: no limit, and nothing is timed. (config validation
   /// rejects a negative one; here it counts as zero.)
-  explicit submit_budget(std::chrono::nanoseconds budget) noexcept : budget_ns_(std::max<std::int64_t>(0, budget.count())) {}
+  explicit submit_budget(std::chrono::nanoseconds budget) noexcept
+      : budget_ns_(std::max<std::int64_t>(0, budget.count())) {}
 
   /// IO ops the next enter may carry; 0 means no limit (no budget, or no
   /// cost learned yet).
