@@ -298,8 +298,8 @@ inline std::size_t wait_any(std::span<const future_reply> replies) noexcept {
     if (detail::futex_wait_any(waiters.data(), watched, bound) == -ENOSYS) {
       // Before Linux 5.16: one word at a time. Sleep on the first unready
       // one, but bounded, or a later reply finishing first would go unseen
-      // for as long as the first takes (forever, for a read on a pipe that
-      // only that later reply's owner would feed).
+      // until the first finished: forever, if the first waits on something
+      // the client does only after taking a later one.
       for (std::size_t i = 0; i < watched; ++i)
         if (!replies[i].is_ready()) {
           detail::futex_wait(replies[i].state_->flags, static_cast<std::uint32_t>(waiters[i].expected),
