@@ -7,6 +7,7 @@
 #include "support.hpp"
 
 #include <algorithm>
+#include <array>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -120,6 +121,62 @@ TEST_CASE("an opcode no kernel has resolves with unsupported_op and releases its
   }
   // The scheduler is unharmed.
   CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
+}
+
+TEST_CASE("an op setting SQE flags the scheduler owns resolves with reserved_flags and is never sent",
+          "[bad_input]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  const unsigned flag =
+      GENERATE(unsigned{IOSQE_IO_LINK}, unsigned{IOSQE_IO_HARDLINK}, unsigned{IOSQE_CQE_SKIP_SUCCESS});
+  CAPTURE(flag);
+  i2o2_test::watchdog dog("reserved flags", 20s);
+  i2o2_test::pipe_pair pipe;
+  auto scheduler = i2o2_test::spawn_policy(policy, small_ring());
+  auto& handle = scheduler->handle();
+  // A read that would park: sent with a link, the scheduler's next SQE (its
+  // own wake-up read, say) would wait behind it; with CQE_SKIP_SUCCESS a nop
+  // would never resolve.
+  std::array<char, 4> buffer{};
+  i2o2::op::raw linked{i2o2::prepare(i2o2_test::pipe_read(pipe, buffer.data(), 1))};
+  linked.image.sqe().flags |= static_cast<std::uint8_t>(flag);
+  const i2o2::op::raw skipped{[&] {
+    auto image = i2o2::prepare(i2o2::op::nop{});
+    image.sqe().flags |= static_cast<std::uint8_t>(flag);
+    return image;
+  }()};
+  const auto reserved = i2o2::result_of(i2o2::errc::reserved_flags);
+
+  SECTION("submit: resolved at once, the guard released") {
+    auto [guard, record] = counted_guard();
+    auto reply = handle.submit(linked, std::move(guard));
+    CHECK(reply.wait() == reserved);
+    CHECK(record->destroyed.load() == 1);
+    CHECK(handle.submit(skipped).wait() == reserved);
+  }
+  SECTION("try_submit: the guard stays with the caller") {
+    auto [guard, record] = counted_guard();
+    auto result = handle.try_submit(linked, guard);
+    REQUIRE(result.reply.has_value());
+    CHECK(result.reply->wait() == reserved);
+    CHECK(record->destroyed.load() == 0);
+    guard = i2o2::any_guard{};
+    CHECK(record->destroyed.load() == 1);
+  }
+  SECTION("inside a chain: the chain is refused whole") {
+    const std::vector<i2o2::prepared_op> chain{i2o2::prepare(i2o2::op::nop{}), linked.image,
+                                               i2o2::prepare(i2o2::op::nop{})};
+    auto replies = handle.submit_chain(chain);
+    REQUIRE(replies.size() == 3);
+    CHECK(replies[0].wait() == -ECANCELED);
+    CHECK(replies[1].wait() == reserved);
+    CHECK(replies[2].wait() == -ECANCELED);
+  }
+  CHECK(i2o2::to_error_code(reserved) == i2o2::make_error_code(i2o2::errc::reserved_flags));
+  // Nothing reached the pipe, and the scheduler is unharmed.
+  CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
+  pipe.feed("x", 1);
+  CHECK(i2o2_test::bytes_left_in(pipe) == 1);
 }
 
 TEST_CASE("an op the kernel lacks (pretend: ftruncate) resolves with unsupported_op", "[bad_input]") {
@@ -313,6 +370,11 @@ TEST_CASE("nonsense configs throw std::invalid_argument naming the field", "[bad
              Catch::Contains("submit_budget"));
   CHECK_THAT(invalid_config_message(policy, {.idle_spin = std::chrono::microseconds(-1)}),
              Catch::Contains("idle_spin"));
+  // Refused before the scheduler allocates its bookkeeping for the tables.
+  CHECK_THAT(invalid_config_message(policy, {.registered_files = i2o2::max_registered_files + 1}),
+             Catch::Contains("registered_files"));
+  CHECK_THAT(invalid_config_message(policy, {.registered_buffers = i2o2::max_registered_buffers + 1}),
+             Catch::Contains("registered_buffers"));
   // The limits themselves are fine, and such a scheduler runs.
   std::unique_ptr<i2o2_test::any_scheduler> smallest;
   CHECK_NOTHROW(smallest = i2o2_test::spawn_policy(policy, {.queue_capacity = 1, .ring_depth = 1}));
@@ -358,7 +420,9 @@ TEST_CASE("spawn pinned to a CPU that does not exist throws std::system_error", 
   }
 }
 
-TEST_CASE("submit_many with more ops than the queue holds throws batch_too_large", "[bad_input][batch]") {
+TEST_CASE("submit_many with more ops than the queue holds throws batch_too_large and leaves the guards "
+          "with the caller",
+          "[bad_input][batch]") {
   const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
   CAPTURE(policy);
   i2o2_test::watchdog dog("batch too large", 20s);
@@ -378,6 +442,10 @@ TEST_CASE("submit_many with more ops than the queue holds throws batch_too_large
   } catch (const std::system_error& error) {
     CHECK(error.code() == i2o2::make_error_code(i2o2::errc::batch_too_large));
   }
+  // Refused before anything was taken: the caller still owns every guard.
+  for (auto& record : records)
+    CHECK(record->destroyed.load() == 0);
+  guards.clear();
   for (auto& record : records) CHECK(record->destroyed.load() == 1);
 
   // A batch that fits still goes through.

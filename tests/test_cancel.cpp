@@ -300,3 +300,123 @@ TEST_CASE("dropping the last handle with config::shutdown_deadline cancels a par
   CHECK(read.watch->destroyed.load() == 1);
   CHECK(read.watch->before_reply.load() == 0);
 }
+
+// ---- a ring full of ops that never finish -----------------------------------------------
+
+namespace {
+
+/// Parks six reads on `pipe`: every op slot of a ring_depth 4 ring (a CQ of
+/// 8, two entries of which user ops leave to the wake and a cancel). The
+/// first five are known to be in the ring (a nop behind them came back);
+/// the sixth is the last op before the caller's next one.
+std::vector<pending> fill_every_op_slot(any_handle& handle, const i2o2_test::pipe_pair& pipe,
+                                        std::array<char, 8>& sinks) {
+  std::vector<pending> reads;
+  for (int i = 0; i < 5; ++i)
+    reads.push_back(handle.submit(pipe_read(pipe, &sinks[i], 1)));
+  churn(handle, 1);
+  reads.push_back(handle.submit(pipe_read(pipe, &sinks[5], 1)));
+  return reads;
+}
+
+/// Waits for every reply to resolve; if the ops stay stuck, says so and
+/// feeds the pipe so that the test can end. Returns the results.
+std::vector<int> results_or_unstick(std::vector<pending>& replies, i2o2_test::pipe_pair& pipe,
+                                    const char* what) {
+  const bool resolved = eventually(
+      [&] {
+        for (auto& reply : replies)
+          if (!reply.is_ready()) return false;
+        return true;
+      },
+      10s);
+  if (!resolved) {
+    FAIL_CHECK(what);
+    pipe.feed("unstuck!", 8);
+  }
+  std::vector<int> results;
+  for (auto& reply : replies)
+    results.push_back(reply.wait());
+  return results;
+}
+
+}  // namespace
+
+TEST_CASE("a cancel gets through while parked reads hold every op slot", "[cancel][full]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("cancel with a full ring");
+  i2o2_test::pipe_pair pipe;
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.queue_capacity = 16, .ring_depth = 4});
+  auto& handle = scheduler->handle();
+  std::array<char, 8> sinks{};
+  auto reads = fill_every_op_slot(handle, pipe, sinks);
+
+  // The last read took the last op slot; each cancel takes the CQ entry
+  // kept for cancels, and its target's completion then frees a slot.
+  std::vector<pending> cancels;
+  cancels.push_back(handle.cancel(reads.back()));
+  cancels.push_back(handle.cancel(reads.front()));
+  const auto cancel_results =
+      results_or_unstick(cancels, pipe, "a cancel stayed queued behind the full ring");
+  CHECK(cancel_results == std::vector<int>{0, 0});
+  CHECK(reads.back().wait() == -ECANCELED);
+  CHECK(reads.front().wait() == -ECANCELED);
+
+  pipe.feed("abcd", 4);  // the four reads left take a byte each
+  for (std::size_t i = 1; i + 1 < reads.size(); ++i)
+    CHECK(reads[i].wait() == 1);
+  CHECK(bytes_left_in(pipe) == 0);
+}
+
+TEST_CASE("stop with a deadline cancels parked reads that hold every op slot, and ops queued behind "
+          "them",
+          "[cancel][full][shutdown]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("shutdown deadline with a full ring");
+  i2o2_test::pipe_pair pipe;
+  auto scheduler = i2o2_test::spawn_policy(
+      policy, i2o2::config{.queue_capacity = 16, .ring_depth = 4, .shutdown_deadline = std::nullopt});
+  auto& handle = scheduler->handle();
+  std::array<char, 8> sinks{};
+  auto reads = fill_every_op_slot(handle, pipe, sinks);
+  int queued_behind = 0;
+  SECTION("nothing queued") {}
+  SECTION("a read queued, waiting for CQ room") {
+    // The scheduler then sleeps waiting for a completion, with work queued.
+    reads.push_back(handle.submit(pipe_read(pipe, &sinks[6], 1)));
+    queued_behind = 1;
+  }
+  INFO("reads queued behind the full ring: " << queued_behind);
+
+  std::thread stopper([&] { scheduler->stop(20ms); });
+  const auto results = results_or_unstick(reads, pipe, "the shutdown deadline did not cancel the reads");
+  stopper.join();
+  for (const int result : results)
+    CHECK(result == -ECANCELED);
+  CHECK(handle.closed());
+}
+
+TEST_CASE("a stop with a deadline reaches a scheduler already draining without one", "[cancel][shutdown]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("later deadline");
+  i2o2_test::pipe_pair pipe;
+  std::optional<std::chrono::milliseconds> first_deadline;
+  SECTION("the last handle dropped without a deadline") { first_deadline = std::nullopt; }
+  SECTION("the last handle dropped with a longer deadline: the earliest holds") { first_deadline = 1h; }
+  auto scheduler = i2o2_test::spawn_policy(
+      policy, i2o2::config{.queue_capacity = 16, .ring_depth = 8, .shutdown_deadline = first_deadline});
+  auto handle = scheduler->take_handle();
+  std::array<char, 8> buffer{};
+  std::vector<pending> reads;
+  reads.push_back(handle->submit(pipe_read(pipe, buffer.data(), 4)));
+  churn(*handle, 1);
+  handle.reset();  // closes: the scheduler drains, asleep until the read completes
+
+  std::thread stopper([&] { scheduler->stop(20ms); });
+  const auto results = results_or_unstick(reads, pipe, "the later, earlier deadline was not honoured");
+  stopper.join();
+  CHECK(results.front() == -ECANCELED);
+}

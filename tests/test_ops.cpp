@@ -10,9 +10,11 @@
 // the [may_skip] tag; it never passes silently.
 #include "any_scheduler.hpp"
 #include "coroutine_support.hpp"
+#include "guard_watch.hpp"
 #include "support.hpp"
 
 #include <dirent.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -904,4 +906,39 @@ TEST_CASE("co_await on a reply that is already in does not suspend", "[ops][co_a
   const auto got = result.get();
   CHECK(got.result == 0);
   CHECK(got.resumed_on == std::this_thread::get_id());
+}
+
+// ---- ops that post several CQEs -----------------------------------------------------
+
+TEST_CASE("a multishot op resolves its reply with its first CQE and keeps its guard until its last",
+          "[ops][multishot]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("multishot poll");
+  i2o2_test::pipe_pair pipe;
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.queue_capacity = 16, .ring_depth = 8});
+  auto& handle = scheduler->handle();
+
+  // A multishot poll (Linux 5.13): one CQE flagged IORING_CQE_F_MORE per
+  // readiness event, then a last one without it when it ends.
+  i2o2::op::raw poll{i2o2::prepared_op::with_opcode(IORING_OP_POLL_ADD)};
+  io_uring_prep_poll_multishot(&poll.image.sqe(), pipe.read_end(), POLLIN);
+  auto polled = i2o2_test::submit_watched(handle, poll);
+  i2o2_test::churn(handle, 1);
+  REQUIRE_FALSE(polled.reply.is_ready());
+
+  pipe.feed("a", 1);
+  const int first = polled.reply.wait();
+  CHECK((first & POLLIN) != 0);
+  // Still armed in the kernel: the guard lives on, however many nops pass.
+  i2o2_test::churn(handle, 3);
+  CHECK(polled.watch->destroyed.load() == 0);
+
+  // Cancelling ends it: its last CQE (-ECANCELED, no F_MORE) lets the guard go.
+  CHECK(handle.cancel(polled.reply).wait() == 0);
+  REQUIRE(i2o2_test::settle(handle, [&] { return polled.watch->destroyed.load() != 0; }));
+  CHECK(polled.watch->destroyed.load() == 1);
+  CHECK(polled.watch->before_reply.load() == 0);
+  CHECK(polled.reply.wait() == first);  // the reply keeps its first result
+  CHECK(i2o2_test::bytes_left_in(pipe) == 1);
 }

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <future>
 #include <string>
@@ -243,4 +244,22 @@ TEST_CASE("G6: a dropped owned reply frees its buffer only after the kernel wrot
   }
   CHECK(record->destroyed.load() == 1);
   CHECK(record->contents.substr(0, 4) == "kept");
+}
+
+TEST_CASE("owned reads and writes past 4 GiB are short, never a length wrapped to 32 bits", "[owned]") {
+  // A buffer type only as big as it says: nothing is allocated or sent.
+  struct claimed_buffer {
+    std::size_t bytes;
+    std::byte* data() noexcept { return nullptr; }
+    std::size_t size() const noexcept { return bytes; }
+  };
+  constexpr std::uint32_t max_rw_count = 0x7ffff000;      // what one read(2) / write(2) transfers at most
+  claimed_buffer past_4_gib{(std::size_t{1} << 32) + 8};  // wrapped, this was 8 bytes
+  claimed_buffer exactly_4_gib{std::size_t{1} << 32};     // wrapped, 0: a read would look like EOF
+  claimed_buffer small{4096};
+  CHECK(i2o2::detail::io_length(past_4_gib) == max_rw_count);
+  CHECK(i2o2::detail::io_length(exactly_4_gib) == max_rw_count);
+  CHECK(i2o2::detail::io_length(small) == 4096);
+  std::vector<std::uint32_t> words(10);
+  CHECK(i2o2::detail::io_length(words) == 40);
 }

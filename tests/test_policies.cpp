@@ -12,11 +12,19 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
 #include <deque>
+#include <limits>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -87,6 +95,121 @@ detached_task await_on(Handle& handle, worker_executor_thread::executor executor
   on_worker = std::this_thread::get_id() == worker;
   result = value;
   result.notify_all();
+}
+
+/// Where the caller's stack ends: a frame of its own (not inlined) just below it.
+[[gnu::noinline]] std::uintptr_t stack_position() {
+  return reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+}
+
+/// Awaits `rounds` replies that are in already, noting how deep in the stack
+/// it goes on after each: a resume nested per await would sink it further.
+template <class Handle>
+detached_task await_ready_replies(Handle& handle, int rounds, std::uintptr_t& lowest, std::uintptr_t& highest,
+                                  int& completed) {
+  for (int i = 0; i < rounds; ++i) {
+    auto reply = handle.submit(i2o2::op::nop{});
+    while (!reply.try_get())
+      std::this_thread::yield();
+    if (co_await reply != 0) co_return;
+    const std::uintptr_t here = stack_position();
+    lowest = std::min(lowest, here);
+    highest = std::max(highest, here);
+    ++completed;
+  }
+}
+
+/// Like detached_task, but overwrites its frame as it frees it: whatever
+/// still reads the frame afterwards reads garbage, not the old values,
+/// with or without a sanitizer.
+struct scribbling_task {
+  struct promise_type {
+    static void* operator new(std::size_t size) { return ::operator new(size); }
+    static void operator delete(void* frame, std::size_t size) noexcept {
+      std::memset(frame, 0xa5, size);
+      ::operator delete(frame);
+    }
+    scribbling_task get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+};
+
+/// A one-thread executor whose execute() hands the coroutine to its thread,
+/// waits there until the coroutine has run to its end (its frame freed),
+/// and only then looks at its own members: an executor object that lived
+/// in that frame is gone by then, one execute() was called on a copy of is not.
+class hand_over_worker {
+public:
+  hand_over_worker() : thread_([this] { serve(); }) {}
+  hand_over_worker(const hand_over_worker&) = delete;
+  hand_over_worker& operator=(const hand_over_worker&) = delete;
+  ~hand_over_worker() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    ready_.notify_all();
+    thread_.join();
+  }
+
+  struct executor {
+    hand_over_worker* owner;
+    void execute(std::coroutine_handle<> handle) const noexcept {
+      hand_over_worker* const expected = owner;
+      expected->run_to_end(handle);
+      // Read again, through volatile so that it is not taken from `expected`.
+      hand_over_worker* const now = *static_cast<hand_over_worker* const volatile*>(&owner);
+      if (now == expected) expected->intact_.fetch_add(1);
+      expected->executed_.fetch_add(1);  // last: the test reads `intact` after this
+    }
+  };
+  executor get() { return executor{this}; }
+
+  /// execute() calls that have returned.
+  int executed() const { return executed_.load(); }
+  /// ... of which found their executor object intact after the frame was freed.
+  int intact() const { return intact_.load(); }
+
+private:
+  void run_to_end(std::coroutine_handle<> handle) noexcept {
+    std::unique_lock lock(mutex_);
+    work_ = handle;
+    const int target = finished_ + 1;
+    ready_.notify_all();
+    ready_.wait(lock, [&] { return finished_ == target; });
+  }
+  void serve() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      ready_.wait(lock, [this] { return stopping_ || work_; });
+      if (!work_) return;
+      const auto handle = std::exchange(work_, nullptr);
+      lock.unlock();
+      handle.resume();  // runs to the end: final_suspend never suspends, the frame is freed here
+      lock.lock();
+      ++finished_;
+      ready_.notify_all();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::coroutine_handle<> work_;
+  int finished_ = 0;
+  bool stopping_ = false;
+  std::atomic<int> executed_{0};
+  std::atomic<int> intact_{0};
+  std::thread thread_;
+};
+
+/// Awaits `reply` (its executor a hand_over_worker's), then frees the frame
+/// on the worker thread.
+template <class Reply>
+scribbling_task await_then_end(Reply reply, std::atomic<int>& result) {
+  result = co_await reply;
 }
 
 } // namespace
@@ -205,6 +328,67 @@ TEST_CASE("an awaitable reply resumes its coroutine on the executor it names", "
   CHECK(on_worker);
 }
 
+TEST_CASE("co_await of an inline-executor reply that is in already goes on without nesting a stack frame",
+          "[policies]") {
+  i2o2_test::watchdog dog("awaits of ready replies");
+  using scheduler = i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd,
+                                          i2o2::reply::awaitable<>, i2o2::any_guard>;
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
+  constexpr int rounds = 4000;
+  std::uintptr_t lowest = std::numeric_limits<std::uintptr_t>::max();
+  std::uintptr_t highest = 0;
+  int completed = 0;
+  // Every reply is in when awaited, so the coroutine never waits: it has
+  // run to its end on this thread when the call returns.
+  await_ready_replies(handle, rounds, lowest, highest, completed);
+  REQUIRE(completed == rounds);
+  // Resumed from inside each await, it sank by a few hundred bytes a round.
+  CHECK(highest - lowest < 64 * 1024);
+}
+
+TEST_CASE("an awaitable reply's executor is not touched once it hands on the coroutine, which may free the "
+          "frame",
+          "[policies]") {
+  i2o2_test::watchdog dog("executor outliving the frame");
+  using executor = hand_over_worker::executor;
+  using scheduler = i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd,
+                                          i2o2::reply::awaitable<executor>, i2o2::any_guard>;
+  hand_over_worker worker;
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
+
+  SECTION("the result comes in after the coroutine suspended: execute() runs on the scheduler thread") {
+    i2o2_test::pipe_pair pipe;
+    char buffer[4] = {};
+    std::atomic<int> result{-1};
+    auto reply = handle.submit(i2o2_test::pipe_read(pipe, buffer, sizeof(buffer)), {}, worker.get());
+    await_then_end(std::move(reply), result);
+    // The read is parked on the empty pipe: the coroutine has suspended.
+    CHECK(worker.executed() == 0);
+    CHECK(result == -1);
+    pipe.feed("abcd", 4);
+    REQUIRE(i2o2_test::eventually([&] { return worker.executed() == 1; }));
+    CHECK(result == 4);
+    CHECK(worker.intact() == 1);
+  }
+  SECTION("the result is in when awaited: execute() runs on the awaiting thread") {
+    auto reply = handle.submit(i2o2::op::nop{}, {}, worker.get());
+    while (!reply.try_get())
+      std::this_thread::yield();
+    std::atomic<int> result{-1};
+    await_then_end(std::move(reply), result);
+    // execute() waited here until the worker had run the coroutine to its end.
+    CHECK(worker.executed() == 1);
+    CHECK(result == 0);
+    CHECK(worker.intact() == 1);
+  }
+}
+
 TEST_CASE("async_submit completes plain callbacks, use_future and use_awaitable", "[policies][asio]") {
   i2o2_test::watchdog dog("asio adaptor");
   namespace asio = boost::asio;
@@ -235,6 +419,78 @@ TEST_CASE("async_submit completes plain callbacks, use_future and use_awaitable"
   CHECK(awaited.get() == 0);
 }
 
+TEST_CASE("async_submit after shutdown completes once with scheduler_closed and throws nothing",
+          "[policies][asio]") {
+  i2o2_test::watchdog dog("asio after shutdown");
+  namespace asio = boost::asio;
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<i2o2::asio_scheduler>();
+  auto& owner = running.owner;
+  auto& handle = running.handle;
+  owner.stop();
+  asio::io_context io;
+  const int closed = i2o2::result_of(i2o2::errc::scheduler_closed);
+
+  int calls = 0;
+  int callback_result = 0;
+  CHECK_NOTHROW(i2o2::async_submit(handle, i2o2::op::nop{}, asio::bind_executor(io, [&](int result) {
+                                     ++calls;
+                                     callback_result = result;
+                                   })));
+  io.run();
+  CHECK(calls == 1);
+  CHECK(callback_result == closed);
+
+  // A throw out of the initiation would escape the coroutine.
+  io.restart();
+  auto awaited = asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<int> {
+        co_return co_await i2o2::async_submit(handle, i2o2::op::nop{}, asio::use_awaitable);
+      },
+      asio::use_future);
+  io.run();
+  CHECK(awaited.get() == closed);
+}
+
+TEST_CASE("a scheduler_thread destroyed on its own thread stops the scheduler instead of joining itself, and "
+          "stop() there throws std::logic_error",
+          "[policies]") {
+  i2o2_test::watchdog dog("owner destroyed on its scheduler thread");
+  std::optional<i2o2::scheduler_thread<i2o2::asio_scheduler>> owner;
+  owner.emplace(i2o2::config{});
+  auto handle = owner->handle();  // kept: it outlives the owner
+  struct outcome {
+    std::optional<i2o2::scheduler_thread<i2o2::asio_scheduler>>* owner;
+    std::atomic<int> result{1};
+    std::atomic<bool> logic_error{false};
+    std::atomic<bool> other_error{false};
+    std::atomic<bool> done{false};
+  } seen{&owner};
+  // The callback runs on the scheduler thread; what it throws cannot leave it (noexcept).
+  handle.submit(i2o2::op::nop{}, {}, [seen = &seen](int result) noexcept {
+    seen->result = result;
+    try {
+      (*seen->owner)->stop();
+    } catch (const std::logic_error&) {
+      seen->logic_error = true;
+    } catch (...) {
+      seen->other_error = true;
+    }
+    seen->owner->reset();  // would join this very thread
+    seen->done = true;
+  });
+  REQUIRE(i2o2_test::eventually([&] { return seen.done.load(); }));
+  CHECK(seen.result == 0);
+  CHECK(seen.logic_error);
+  CHECK_FALSE(seen.other_error);
+  CHECK(i2o2_test::eventually([&] { return handle.closed(); }));
+  int refused = 0;
+  CHECK_THROWS_AS(handle.submit(i2o2::op::nop{}, {}, [&refused](int result) noexcept { refused = result; }),
+                  i2o2::scheduler_closed);
+  CHECK(refused == i2o2::result_of(i2o2::errc::scheduler_closed));
+}
+
 TEST_CASE("each queue keeps what producers and the consumer write on separate lines", "[policies]") {
   // The layouts themselves are static_asserts in queue/mpsc_ring.hpp and
   // queue/mutex_ring.hpp; this
@@ -243,4 +499,27 @@ TEST_CASE("each queue keeps what producers and the consumer write on separate li
   CHECK(reinterpret_cast<std::uintptr_t>(&lock_free) % 64 == 0);
   i2o2::mutex_ring_queue<int> locked(8);
   CHECK(reinterpret_cast<std::uintptr_t>(&locked) % 64 == 0);
+}
+
+TEST_CASE("future_reply::wait_for with a timeout beyond the clock's range waits for the result",
+          "[policies][future]") {
+  using namespace std::chrono_literals;
+  i2o2_test::watchdog dog("wait_for saturates");
+  i2o2_test::pipe_pair pipe;
+  auto running = i2o2::spawn();
+  auto& handle = running.handle;
+  // Reads that end by their own 20 ms timeout: -ECANCELED, never early.
+  const auto timed_read = [&](char* sink) {
+    return handle.submit(i2o2_test::pipe_read(pipe, sink, 1, {.timeout = 20ms}));
+  };
+  std::array<char, 4> sinks{};
+  // Each of these overflowed now + timeout into the past: "timed out" at once.
+  CHECK(timed_read(&sinks[0]).wait_for(std::chrono::hours::max()) == std::optional<int>(-ECANCELED));
+  CHECK(timed_read(&sinks[1]).wait_for(std::chrono::years(1000)) == std::optional<int>(-ECANCELED));
+  CHECK(timed_read(&sinks[2]).wait_for(std::chrono::seconds(INT64_MAX / 1000)) ==
+        std::optional<int>(-ECANCELED));
+  // A timeout already over returns at once, empty while the op runs.
+  auto parked = timed_read(&sinks[3]);
+  CHECK_FALSE(parked.wait_for(-1s).has_value());
+  CHECK(parked.wait() == -ECANCELED);
 }

@@ -62,7 +62,8 @@ struct asio_completion {
 }  // namespace detail
 
 /// Submits `op` and completes `token` with the op's result. Any thread.
-/// Throws `scheduler_closed` after shutdown, like `submit`.
+/// After shutdown the completion gets `result_of(errc::scheduler_closed)`
+/// (nothing is thrown: Asio's tokens expect errors through the completion).
 template <class Handle, operation Op, class CompletionToken>
 auto async_submit(Handle& handle, const Op& op, typename Handle::guard_arg guard, CompletionToken&& token) {
   return boost::asio::async_initiate<CompletionToken, void(int)>(
@@ -70,10 +71,14 @@ auto async_submit(Handle& handle, const Op& op, typename Handle::guard_arg guard
         using completion = detail::asio_completion<decltype(handler)>;
         // One pointer fits any callback reply's inline storage.
         auto pending = std::make_unique<completion>(std::move(handler));
-        handle.submit(op, std::move(guard), [pending = pending.release()](int result) noexcept {
-          std::unique_ptr<completion> owned(pending);
-          owned->complete(result);
-        });
+        try {
+          handle.submit(op, std::move(guard), [pending = pending.release()](int result) noexcept {
+            std::unique_ptr<completion> owned(pending);
+            owned->complete(result);
+          });
+        } catch (const scheduler_closed&) {
+          // The callback already ran with that error and posted the handler.
+        }
       },
       token, std::move(guard));
 }

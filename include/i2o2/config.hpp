@@ -34,9 +34,12 @@ struct config {
   /// Drop requested setup flags the kernel lacks instead of failing.
   bool skip_unsupported = false;
 
-  /// Slots of the sparse registered-file table (0: none).
+  /// Slots of the sparse registered-file table (0: none). At most
+  /// `max_registered_files` (the kernel's limit), and the kernel also
+  /// refuses more than RLIMIT_NOFILE (EMFILE from spawn / run).
   std::uint32_t registered_files = 0;
-  /// Slots of the sparse registered-buffer table (0: none).
+  /// Slots of the sparse registered-buffer table (0: none); at most
+  /// `max_registered_buffers` (the kernel's limit).
   std::uint32_t registered_buffers = 0;
 
   /// How much submission work one io_uring_enter may carry; 0: no limit.
@@ -69,5 +72,10 @@ struct config {
 
 /// Largest queue capacity accepted; larger is a configuration error.
 inline constexpr std::uint32_t max_queue_capacity = 1U << 22;
+/// Largest registered-file and registered-buffer tables the kernel takes
+/// (IORING_MAX_FIXED_FILES, IORING_MAX_REG_BUFFERS); larger is a
+/// configuration error, caught before the scheduler allocates its tables.
+inline constexpr std::uint32_t max_registered_files = 1U << 20;
+inline constexpr std::uint32_t max_registered_buffers = 1U << 14;
 
 }  // namespace i2o2

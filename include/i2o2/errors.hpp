@@ -29,6 +29,10 @@ enum class errc : int {
   resource_table_full = 10006,
   /// `unregister_*`: nothing is registered at that index.
   not_registered = 10007,
+  /// The op's SQE sets flags the scheduler owns: IOSQE_IO_LINK or
+  /// IOSQE_IO_HARDLINK (chains go through `submit_chain`), or
+  /// IOSQE_CQE_SKIP_SUCCESS (every op needs its CQE to resolve its reply).
+  reserved_flags = 10008,
 };
 
 /// Largest errno value the kernel returns as a negative result (MAX_ERRNO).
@@ -52,6 +56,8 @@ public:
     case errc::batch_too_large: return "the batch or chain can never fit the i2o2 queue or ring";
     case errc::resource_table_full: return "the registered file or buffer table is full";
     case errc::not_registered: return "nothing is registered at that index";
+    case errc::reserved_flags:
+      return "the op sets SQE flags i2o2 owns (IO_LINK/IO_HARDLINK: use submit_chain; CQE_SKIP_SUCCESS)";
     }
     return "unknown i2o2 error";
   }

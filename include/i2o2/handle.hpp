@@ -70,10 +70,14 @@ public:
   /// Sends `op` to the scheduler, waiting while the queue is full, and
   /// returns its reply. `guard` is destroyed on the scheduler thread once
   /// the kernel is done with the op. An op this kernel or ring cannot run
-  /// resolves at once with `errc::unsupported_op` / `errc::needs_sqe128`.
-  /// Throws `i2o2::scheduler_closed` after shutdown (the guard is released).
-  /// Any thread, except the scheduler thread itself (it could wait forever
-  /// for room only it can make).
+  /// resolves at once with `errc::unsupported_op` / `errc::needs_sqe128`,
+  /// one setting SQE flags the scheduler owns with `errc::reserved_flags`.
+  /// Throws `i2o2::scheduler_closed` after shutdown (the guard is released;
+  /// a callback reply has been called with that error too, as for every op
+  /// that never reached the kernel: on the submitting thread).
+  /// Any thread. On the scheduler thread itself (a callback, a coroutine
+  /// resumed there) it never waits: what does not fit the queue is kept, in
+  /// order, on a list of the scheduler's own.
   template <operation Op, class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> reply_type submit(const Op& op, guard_arg guard = {},
                                                                 ReplyArgs&&... reply_args) {
@@ -88,7 +92,9 @@ public:
   /// Like `submit`, but never waits: fails with `errc::queue_full` or
   /// `errc::scheduler_closed`. Whenever the op is not taken — those
   /// failures, or an op resolved at once with `unsupported_op` /
-  /// `needs_sqe128` — `guard` is left untouched: the caller still owns it.
+  /// `needs_sqe128` / `reserved_flags` — `guard` is left untouched: the
+  /// caller still owns it. The reply is resolved either way: a callback
+  /// reply's callable has been called with the failure (on this thread).
   template <operation Op, class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> submit_result<reply_type>
   try_submit(const Op& op, guard_arg&& guard, ReplyArgs&&... reply_args) {
@@ -243,8 +249,13 @@ private:
   /// Resolves an op the kernel or ring cannot run without sending it (G3);
   /// the guard is released here, since the kernel never saw the op.
   bool reject_unrunnable(envelope_type& envelope) noexcept {
+    // Links would tie the op to whatever the scheduler submits next (its
+    // own wake-up read, say); a skipped CQE would leave the reply unresolved.
+    constexpr unsigned scheduler_owned_flags = IOSQE_IO_LINK | IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
     int error = 0;
-    if (envelope.op.needs_sqe128 && !state_->sqe128())
+    if ((envelope.op.sqe().flags & scheduler_owned_flags) != 0)
+      error = result_of(errc::reserved_flags);
+    else if (envelope.op.needs_sqe128 && !state_->sqe128())
       error = result_of(errc::needs_sqe128);
     else if (envelope.op.timeout_ns != 0 && state_->max_chain_length() < 2)
       error = result_of(errc::batch_too_large);  // op + LINK_TIMEOUT: two SQEs on a one-SQE ring
@@ -289,11 +300,14 @@ private:
     if (link && ops.size() > state_->max_chain_length())
       throw std::system_error(make_error_code(errc::batch_too_large),
                               "i2o2: a chain longer than the ring can submit at once");
-    // Checked before any guard is taken, so a refused chain leaves them all
-    // with the caller.
+    // Checked before any guard or reply argument is taken, so a refused
+    // batch leaves them all with the caller.
     if (link)
       for (const auto& op : ops)
         if (op.timeout_ns != 0) throw std::invalid_argument("i2o2: ops inside a chain cannot have a timeout");
+    if (ops.size() > state_->queue().capacity())
+      throw std::system_error(make_error_code(errc::batch_too_large),
+                              "i2o2: a batch larger than the queue (config::queue_capacity)");
     std::vector<reply_type> replies;
     std::vector<envelope_type> batch;
     replies.reserve(ops.size());
@@ -302,8 +316,6 @@ private:
     for (std::size_t i = 0; i < ops.size(); ++i) {
       auto [sender, receiver] = make_reply(i);
       envelope_type envelope{ops[i], std::move(sender), guards.empty() ? guard_arg{} : std::move(guards[i])};
-      if (link && i + 1 < ops.size())
-        envelope.op.sqe().flags |= (*link == link_kind::hard ? IOSQE_IO_HARDLINK : IOSQE_IO_LINK);
       name_for_cancel(envelope, receiver);
       replies.push_back(std::move(receiver));
       // An op that cannot run resolves at once with its error; in a chain,
@@ -316,6 +328,8 @@ private:
         rejected = link.has_value();
         continue;
       }
+      if (link && i + 1 < ops.size())
+        envelope.op.sqe().flags |= (*link == link_kind::hard ? IOSQE_IO_HARDLINK : IOSQE_IO_LINK);
       batch.push_back(std::move(envelope));
     }
     if (link && rejected) {
@@ -329,11 +343,6 @@ private:
       batch.front().chain_length = static_cast<std::uint16_t>(batch.size());
       for (std::size_t i = 1; i < batch.size(); ++i)
         batch[i].chain_length = 0;
-    }
-    if (batch.size() > state_->queue().capacity()) {
-      for (auto& envelope : batch)
-        std::move(envelope.sender).complete(result_of(errc::batch_too_large));
-      throw std::system_error(make_error_code(errc::batch_too_large));
     }
     if (state_->push(std::span<envelope_type>(batch), true) != detail::push_result::accepted) {
       for (auto& envelope : batch)

@@ -11,8 +11,10 @@
 #include "op.hpp"
 #include "ops.hpp"
 
+#include <algorithm>
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <utility>
@@ -65,19 +67,30 @@ private:
   std::shared_ptr<Buffer> buffer_;
 };
 
+namespace detail {
+/// The bytes of `buffer` one read or write covers: all of them, up to what
+/// one Linux read/write call transfers (MAX_RW_COUNT, 2 GiB less a page).
+/// Past it the result is a short count, as from pread/pwrite, never a
+/// length truncated to 32 bits.
+template <class Buffer>
+std::uint32_t io_length(Buffer& buffer) noexcept {
+  constexpr std::size_t max_rw_count = 0x7ffff000;
+  return static_cast<std::uint32_t>(std::min(buffer.size() * sizeof(*buffer.data()), max_rw_count));
+}
+}  // namespace detail
+
 /// pread(2) of `buffer.size()` bytes at `offset` into `buffer`, which comes
-/// back with the result (the byte count, or -errno).
+/// back with the result (the byte count, or -errno; short past 2 GiB).
 template <class Handle, class Buffer = std::vector<std::byte>>
 owned_reply<typename Handle::reply_type, Buffer>
 read_owned(Handle& handle, file_ref file, std::uint64_t offset, Buffer buffer, op_options options = {}) {
   auto owned = std::make_shared<Buffer>(std::move(buffer));
-  auto reply =
-      handle.submit(op::read{.file = file,
-                             .buf = owned->data(),
-                             .len = static_cast<std::uint32_t>(owned->size() * sizeof(*owned->data())),
-                             .offset = offset,
-                             .options = options},
-                    owned);
+  auto reply = handle.submit(op::read{.file = file,
+                                      .buf = owned->data(),
+                                      .len = detail::io_length(*owned),
+                                      .offset = offset,
+                                      .options = options},
+                             owned);
   return {std::move(reply), std::move(owned)};
 }
 
@@ -87,13 +100,12 @@ template <class Handle, class Buffer = std::vector<std::byte>>
 owned_reply<typename Handle::reply_type, Buffer>
 write_owned(Handle& handle, file_ref file, std::uint64_t offset, Buffer buffer, op_options options = {}) {
   auto owned = std::make_shared<Buffer>(std::move(buffer));
-  auto reply =
-      handle.submit(op::write{.file = file,
-                              .buf = owned->data(),
-                              .len = static_cast<std::uint32_t>(owned->size() * sizeof(*owned->data())),
-                              .offset = offset,
-                              .options = options},
-                    owned);
+  auto reply = handle.submit(op::write{.file = file,
+                                       .buf = owned->data(),
+                                       .len = detail::io_length(*owned),
+                                       .offset = offset,
+                                       .options = options},
+                             owned);
   return {std::move(reply), std::move(owned)};
 }
 

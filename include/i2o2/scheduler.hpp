@@ -44,6 +44,12 @@ inline void validate(const config& cfg) {
   if (cfg.queue_capacity > max_queue_capacity)
     fail("queue_capacity " + std::to_string(cfg.queue_capacity) + " exceeds the maximum of " +
          std::to_string(max_queue_capacity));
+  if (cfg.registered_files > max_registered_files)
+    fail("registered_files " + std::to_string(cfg.registered_files) + " exceeds the kernel maximum of " +
+         std::to_string(max_registered_files));
+  if (cfg.registered_buffers > max_registered_buffers)
+    fail("registered_buffers " + std::to_string(cfg.registered_buffers) + " exceeds the kernel maximum of " +
+         std::to_string(max_registered_buffers));
   if (cfg.thread_name.size() > 15) fail("thread_name must be at most 15 characters");
   if (cfg.submit_budget.count() < 0) fail("submit_budget must not be negative (0: no limit)");
   if (cfg.idle_spin.count() < 0) fail("idle_spin must not be negative (0: park at once)");
@@ -64,7 +70,7 @@ public:
         state_(std::make_shared<state_type>(
             config_.queue_capacity, ring_.sqe128(),
             std::min(ring_.sq_entries(), ring_.cq_entries() - internal_reserve), deadline_of(config_))),
-        slots_(ring_.cq_entries() - internal_reserve), files_(config_.registered_files),
+        slots_(ring_.cq_entries() - 1), files_(config_.registered_files),
         buffers_(config_.registered_buffers) {}
 
   basic_scheduler(const basic_scheduler&) = delete;
@@ -123,7 +129,9 @@ private:
   using sender_type = typename handle_type::sender_type;
   using resources_type = detail::resource_table<Guard>;
 
-  /// CQ entries kept back for internal ops (the armed wake, cancels).
+  /// CQ entries user ops leave free: one always kept for the armed wake,
+  /// the other for a cancel (a user's, or the shutdown's), so that a ring
+  /// full of ops that never finish can still be cancelled.
   static constexpr unsigned internal_reserve = 2;
 
   static std::optional<std::chrono::nanoseconds> deadline_of(const config& cfg) {
@@ -142,6 +150,9 @@ private:
         detail::cpu_relax();
         continue;
       }
+      // Read before the gate and the deadline: a sleep below is announced
+      // with it, so a stop after this point always wakes us.
+      const std::uint32_t stops_seen = state_->stop_requests();
       const bool closing = state_->closed();
       if (closing) {
         if (drained()) {
@@ -150,7 +161,7 @@ private:
         }
         cancel_after_deadline();
       }
-      submit_or_wait(closing);
+      submit_or_wait(closing, stops_seen);
       reap();
     }
   }
@@ -243,8 +254,9 @@ private:
         std::move(envelope.sender).complete(-ENOENT);  // done already, or never sent
         return true;
       }
-      if (budget == 0) return false;
-      --budget;
+      // A cancel may take the CQ entry user ops leave free.
+      if (ring_.sq_space_left() == 0 || cq_room_for_cancel() == 0) return false;
+      if (budget != 0) --budget;
       envelope.op.sqe().opcode = IORING_OP_ASYNC_CANCEL;
       envelope.op.sqe().fd = -1;
       envelope.op.sqe().addr = *target;
@@ -271,11 +283,16 @@ private:
           detail::internal_kind::buffer_tag);
       return true;
     case kind::unregister_file:
-      std::move(envelope.sender).complete(unregister_file(static_cast<std::uint32_t>(envelope.key)));
+    case kind::unregister_buffer: {
+      // The kernel posts a tag CQE once the slot is unused: it needs room.
+      if (budget == 0) return false;
+      const auto index = static_cast<std::uint32_t>(envelope.key);
+      const int result =
+          envelope.kind == kind::unregister_file ? unregister_file(index) : unregister_buffer(index);
+      if (result == 0) --budget;
+      std::move(envelope.sender).complete(result);
       return true;
-    case kind::unregister_buffer:
-      std::move(envelope.sender).complete(unregister_buffer(static_cast<std::uint32_t>(envelope.key)));
-      return true;
+    }
     case kind::op: break;
     }
     return true;
@@ -315,15 +332,17 @@ private:
     return 0;
   }
 
-  void submit_or_wait(bool closing) noexcept {
+  void submit_or_wait(bool closing, std::uint32_t stops_seen) noexcept {
     if (!nothing_queued()) {
       // More to pull: don't sleep, unless what is at the front cannot fit
       // yet and only a completion can make room: the CQ budget is spent, or
       // the SQ is already handed to the kernel (were SQEs still pending,
       // submitting them would free SQ room without waiting for anything).
       const bool cq_bound = cq_room() == 0 || (head_waits_for_room_ && ring_.sq_pending() == 0);
-      const bool must_wait = cq_bound && completions_expected();
-      enter(must_wait ? 1U : 0U);
+      if (cq_bound && completions_expected())
+        wait_for_completion(closing, stops_seen);
+      else
+        enter(0);
       return;
     }
     if (closing) {
@@ -335,7 +354,7 @@ private:
         if (!state_->closed_and_quiet()) ::sched_yield();
         return;
       }
-      wait_for_completion_until_deadline();
+      wait_for_completion(true, stops_seen);
       return;
     }
     if constexpr (!Wait::can_park) {
@@ -417,24 +436,53 @@ private:
     if (result == -EAGAIN || result == -EBUSY) ::sched_yield();
   }
 
-  void wait_for_completion_until_deadline() noexcept {
-    const auto deadline = state_->stop_deadline();
-    if (!deadline || std::chrono::steady_clock::now() >= *deadline) {
-      enter(1);
-      return;
+  /// Sleeps in the kernel until a completion arrives, for work queued
+  /// behind a full CQ or, while closing, for the ops still in flight; then
+  /// no later than the stop deadline. Unlike a park, the queue need not be
+  /// empty, but the sleep is announced the same way (wake op armed first),
+  /// so that a push, a stop or an earlier deadline cuts it short.
+  void wait_for_completion(bool closing, std::uint32_t stops_seen) noexcept {
+    bool announced = false;
+    std::optional<std::chrono::nanoseconds> limit;
+    if constexpr (!Wait::can_park) {
+      if (!closing) {
+        enter(0);  // never sleeps while open: polls for the completion
+        return;
+      }
+      // Nothing can wake it: it drains in slices, looking for a stop
+      // with an earlier deadline between them.
+      limit = unwakeable_drain_slice;
+    } else if (!ring_.iopoll()) {
+      // (IOPOLL rings cannot hold the wake op; their waits poll instead.)
+      announced = state_->wait().arm(ring_) && state_->announce_wait(stops_seen);
+      if (!announced) {
+        enter(0);  // a stop came in meanwhile, or no SQE for the wake op: look again
+        return;
+      }
     }
-    const auto left =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - std::chrono::steady_clock::now());
-    const auto nanos = std::max<std::int64_t>(left.count(), 0);
-    // Shutdown: not sampled, and taken even when the wait itself times out.
-    ring_.submit_and_wait_timeout(__kernel_timespec{nanos / 1'000'000'000, nanos % 1'000'000'000});
-    submit_budget_.entered(std::nullopt);
+    if (const auto deadline = closing ? state_->stop_deadline() : std::nullopt) {
+      // Past it, the cancels are sent: wait for their completions.
+      const auto left =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - std::chrono::steady_clock::now());
+      if (left.count() > 0) limit = std::min(left, limit.value_or(left));
+    }
+    if (!limit) {
+      enter(1);
+    } else {
+      const auto nanos = limit->count();
+      // Not sampled by the submit budget; what was submitted is taken even
+      // when the wait itself times out.
+      ring_.submit_and_wait_timeout(__kernel_timespec{nanos / 1'000'000'000, nanos % 1'000'000'000});
+      submit_budget_.entered(std::nullopt);
+    }
+    if (announced) state_->end_park();
   }
+  static constexpr std::chrono::nanoseconds unwakeable_drain_slice = std::chrono::milliseconds(1);
 
   void reap() noexcept {
-    ring_.reap([this](std::uint64_t user_data, int result) noexcept {
+    ring_.reap([this](std::uint64_t user_data, int result, std::uint32_t flags) noexcept {
       if (!detail::is_internal(user_data)) {
-        slots_.complete(user_data, result);
+        slots_.complete(user_data, result, (flags & IORING_CQE_F_MORE) != 0);
         return;
       }
       switch (detail::kind_of(user_data)) {
@@ -459,10 +507,13 @@ private:
   bool finished() noexcept { return drained() && files_.live() == 0 && buffers_.live() == 0; }
 
   /// At shutdown, once no op can use them: unregister every resource; each
-  /// guard goes with its tag CQE.
+  /// guard goes with its tag CQE. As many as the CQ has room for tags; the
+  /// loop comes back for the rest once those are in.
   void release_resources() noexcept {
-    files_.for_each_registered([this](std::uint32_t index) { unregister_file(index); });
-    buffers_.for_each_registered([this](std::uint32_t index) { unregister_buffer(index); });
+    files_.for_each_registered(
+        [this](std::uint32_t index) { return cq_room() != 0 && unregister_file(index) == 0; });
+    buffers_.for_each_registered(
+        [this](std::uint32_t index) { return cq_room() != 0 && unregister_buffer(index) == 0; });
   }
 
   /// After the stop deadline, asks the kernel to cancel every op in flight.
@@ -473,7 +524,7 @@ private:
   }
 
   bool push_cancel(std::uint64_t target) noexcept {
-    if (cq_room() == 0) return false;
+    if (cq_room_for_cancel() == 0) return false;
     io_uring_sqe* sqe = ring_.get_sqe();
     if (sqe == nullptr) return false;
     std::memset(sqe, 0, sizeof(*sqe));
@@ -502,13 +553,23 @@ private:
            files_.awaiting_tag() != 0 || buffers_.awaiting_tag() != 0;
   }
 
-  /// Completions the CQ can still take beyond what is in flight.
+  /// Completions still to come, but for the armed wake's: ops (user
+  /// cancels among them), linked timeouts, tags, shutdown cancels.
+  unsigned cq_in_flight() const noexcept {
+    return slots_.in_use() + cancels_in_flight_ + link_timeouts_in_flight_ + files_.awaiting_tag() +
+           buffers_.awaiting_tag();
+  }
+
+  /// Completions a cancel may still add: all of the CQ but the wake's entry.
+  unsigned cq_room_for_cancel() const noexcept {
+    const unsigned limit = ring_.cq_entries() - 1;
+    return cq_in_flight() >= limit ? 0U : limit - cq_in_flight();
+  }
+
+  /// Completions user ops may still add: all of the CQ but internal_reserve.
   unsigned cq_room() const noexcept {
-    const unsigned in_flight = slots_.in_use() + cancels_in_flight_ + link_timeouts_in_flight_ +
-                               files_.awaiting_tag() + buffers_.awaiting_tag() +
-                               (state_->wait().armed() ? 1U : 0U);
-    const unsigned limit = ring_.cq_entries();
-    return in_flight >= limit - internal_reserve ? 0U : limit - internal_reserve - in_flight;
+    const unsigned limit = ring_.cq_entries() - internal_reserve;
+    return cq_in_flight() >= limit ? 0U : limit - cq_in_flight();
   }
 
   // ---- members ----------------------------------------------------------

@@ -62,11 +62,12 @@ public:
   /// Unregistered, tag CQE still to come (each will take a CQE).
   std::uint32_t awaiting_tag() const noexcept { return awaiting_tag_; }
 
-  /// Calls `f(index)` for every registered slot (for shutdown).
+  /// Calls `f(index)` for every registered slot (for shutdown) until `f`
+  /// returns false.
   template <class F>
   void for_each_registered(F&& f) {
     for (std::uint32_t index = 0; index < entries_.size(); ++index)
-      if (entries_[index].state == slot_state::registered) f(index);
+      if (entries_[index].state == slot_state::registered && !f(index)) return;
   }
 
 private:

@@ -14,6 +14,7 @@
 #include "user_data.hpp"
 
 #include <liburing.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -201,14 +202,15 @@ public:
     return io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &timeout, nullptr);
   }
 
-  /// Calls `on_cqe(user_data, res)` for every ready CQE; returns how many.
+  /// Calls `on_cqe(user_data, res, flags)` for every ready CQE; returns
+  /// how many.
   template <class OnCqe>
   unsigned reap(OnCqe&& on_cqe) noexcept {
     unsigned head = 0;
     unsigned seen = 0;
     io_uring_cqe* cqe = nullptr;
     io_uring_for_each_cqe(&ring_, head, cqe) {
-      on_cqe(cqe->user_data, cqe->res);
+      on_cqe(cqe->user_data, cqe->res, cqe->flags);
       ++seen;
     }
     io_uring_cq_advance(&ring_, seen);
@@ -273,6 +275,12 @@ private:
   unsigned cq_entries_ = 0;
 };
 
+/// Failures of a MSG_RING worth another try: a signal, or the kernel short
+/// of memory for the posted CQE (or the task work that carries it).
+inline bool transient_errno(int error) noexcept {
+  return error == EINTR || error == EAGAIN || error == ENOMEM || error == EOVERFLOW;
+}
+
 /// Posts wake-up CQEs into another ring with IORING_OP_MSG_RING, for
 /// kernels without the ring-less sync form (Linux 5.18 to 6.12). Any thread;
 /// calls are serialised, since one tiny ring serves every producer.
@@ -288,18 +296,26 @@ public:
   ~waker_ring() { io_uring_queue_exit(&ring_); }
 
   /// Posts a CQE with `user_data` and res 0 into ring `target_fd`; waits
-  /// for the MSG_RING's own completion so nothing stays in flight here.
+  /// for the MSG_RING's own completion so nothing stays in flight here, and
+  /// posts again after a transient failure: this may be a park's only wake.
   void post(int target_fd, std::uint64_t user_data) noexcept {
     std::lock_guard lock(mutex_);
-    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-    if (sqe == nullptr) return;  // cannot happen: one op at a time, 2 entries
-    io_uring_prep_msg_ring(sqe, target_fd, 0, user_data, 0);
-    // Submits whatever is still pending and waits; a signal just repeats it.
-    while (io_uring_submit_and_wait(&ring_, 1) == -EINTR) {
+    for (;;) {
+      io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+      if (sqe == nullptr) return;  // cannot happen: one op at a time, 2 entries
+      io_uring_prep_msg_ring(sqe, target_fd, 0, user_data, 0);
+      // Submits whatever is still pending and waits; a signal just repeats it.
+      while (io_uring_submit_and_wait(&ring_, 1) == -EINTR) {
+      }
+      int result = 0;
+      io_uring_cqe* cqe = nullptr;
+      while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
+        result = cqe->res;
+        io_uring_cqe_seen(&ring_, cqe);
+      }
+      if (result >= 0 || !transient_errno(-result)) return;
+      ::sched_yield();
     }
-    io_uring_cqe* cqe = nullptr;
-    while (io_uring_peek_cqe(&ring_, &cqe) == 0)
-      io_uring_cqe_seen(&ring_, cqe);
   }
 
 private:

@@ -13,6 +13,11 @@
 ///   never stranded and a late one is refused with scheduler_closed.
 /// - Space: a producer that finds the queue full sleeps on `space_epoch_`;
 ///   the scheduler bumps it after popping when someone waits.
+/// - Stop (G5): close() counts itself in `stop_requests_` after closing the
+///   gate and setting the deadline, then wakes as a producer does. A
+///   scheduler that sleeps for another reason than an empty queue (CQ room,
+///   a closing drain) announces it with the count it last acted on, so a
+///   stop or an earlier deadline always reaches it.
 
 #include "../errors.hpp"
 #include "cpu_relax.hpp"
@@ -93,12 +98,15 @@ public:
 
   /// Stops accepting ops and wakes the scheduler to drain and finish.
   /// Any thread; idempotent. `deadline`: see config::shutdown_deadline.
+  /// Of several deadlines (a stop after the last handle's drop, say), the
+  /// earliest holds.
   void close(std::optional<std::chrono::nanoseconds> deadline) noexcept {
     if (deadline) {
-      const auto at = std::chrono::steady_clock::now() + *deadline;
-      std::int64_t expected = no_deadline;
-      stop_deadline_.compare_exchange_strong(expected, at.time_since_epoch().count(),
-                                             std::memory_order_relaxed);
+      const std::int64_t at = (std::chrono::steady_clock::now() + *deadline).time_since_epoch().count();
+      std::int64_t current = stop_deadline_.load(std::memory_order_relaxed);
+      while ((current == no_deadline || at < current) &&
+             !stop_deadline_.compare_exchange_weak(current, at, std::memory_order_relaxed)) {
+      }
     }
     // Counted in like a producer, so the scheduler cannot finish (and the
     // ring cannot close) before our wake has been sent.
@@ -107,6 +115,9 @@ public:
     // Producers sleeping for space must see the gate closed.
     space_epoch_.fetch_add(1, std::memory_order_release);
     futex_wake(space_epoch_);
+    // Release: a scheduler that sees the new count sees the gate and the
+    // deadline above. A scheduler asleep with an older count is woken.
+    stop_requests_.fetch_add(1, std::memory_order_release);
     wake_scheduler();
     leave_gate();
   }
@@ -148,6 +159,25 @@ public:
     return true;
   }
   void end_park() noexcept { parked_.store(0, std::memory_order_relaxed); }
+
+  /// How many times close() has run. Read before deciding how long to
+  /// sleep (on the gate and the deadline), then passed to announce_wait.
+  std::uint32_t stop_requests() const noexcept { return stop_requests_.load(std::memory_order_acquire); }
+
+  /// Announces a sleep with work still queued (waiting for CQ room), or
+  /// while closing: unlike announce_park, it may sleep with the queue not
+  /// empty and the gate closed, but a close() since `stop_requests_seen`
+  /// (a new deadline, or the close itself) must not find it asleep. True
+  /// if it may sleep; producers and close() then wake it as for a park.
+  bool announce_wait(std::uint32_t stop_requests_seen) noexcept {
+    parked_.store(1, std::memory_order_relaxed);
+    dekker_fence(parked_);  // pairs with the fence in close()'s wake_scheduler()
+    if (stop_requests_.load(std::memory_order_relaxed) != stop_requests_seen) {
+      parked_.store(0, std::memory_order_relaxed);
+      return false;
+    }
+    return true;
+  }
 
   /// Scheduler: after popping, let producers waiting for space retry.
   void signal_space() noexcept {
@@ -208,6 +238,7 @@ private:
   std::atomic<std::uint32_t> space_waiters_{0};
   std::atomic<std::size_t> handles_{0};
   std::atomic<std::int64_t> stop_deadline_{no_deadline};
+  std::atomic<std::uint32_t> stop_requests_{0};
 };
 
 }  // namespace i2o2::detail

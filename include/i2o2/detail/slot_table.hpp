@@ -1,7 +1,9 @@
 #pragma once
 /// The scheduler's table of in-flight ops. An op's user_data is its slot
-/// index and the slot's generation; the slot keeps the reply's sender and
-/// the guard until the op's CQE. Scheduler thread only.
+/// index and the slot's generation; the slot keeps the reply's sender until
+/// the op's first CQE and the guard until its last (ops that post several,
+/// multishot ones and zero-copy sends, flag all but the last with
+/// IORING_CQE_F_MORE). Scheduler thread only.
 
 #include "../guard.hpp"
 #include "user_data.hpp"
@@ -38,17 +40,23 @@ public:
     target.guard.emplace(std::move(guard));
     target.key = key;
     target.cancel_requested = false;
+    target.busy = true;
     return user_data_of(id);
   }
 
-  /// The op's CQE arrived: complete its reply first, then destroy its guard
-  /// (G2), then free the slot. A stale or unknown user_data is ignored.
-  void complete(std::uint64_t user_data, int result) noexcept {
+  /// A CQE of the op arrived: the first completes its reply; the last
+  /// (`more` false) then destroys its guard (G2) and frees the slot. A
+  /// stale or unknown user_data is ignored.
+  void complete(std::uint64_t user_data, int result, bool more = false) noexcept {
     slot* done = find(user_data);
     if (done == nullptr) return;
-    std::move(*done->sender).complete(result);
-    done->sender.reset();
+    if (done->sender) {
+      std::move(*done->sender).complete(result);
+      done->sender.reset();
+    }
+    if (more) return;
     done->guard.reset();
+    done->busy = false;
     ++done->generation;
     free_.push_back(index_of(user_data));
   }
@@ -57,7 +65,7 @@ public:
   std::optional<std::uint64_t> find_key(std::uint64_t key) const noexcept {
     if (key == 0) return std::nullopt;
     for (std::uint32_t id = 0; id < slots_.size(); ++id)
-      if (slots_[id].sender && slots_[id].key == key) return user_data_of(id);
+      if (slots_[id].busy && slots_[id].key == key) return user_data_of(id);
     return std::nullopt;
   }
 
@@ -72,7 +80,7 @@ public:
   void request_cancels(F&& f) noexcept {
     for (std::uint32_t id = 0; id < slots_.size(); ++id) {
       slot& target = slots_[id];
-      if (!target.sender || target.cancel_requested) continue;
+      if (!target.busy || target.cancel_requested) continue;
       if (!f(user_data_of(id))) return;
       target.cancel_requested = true;
     }
@@ -86,6 +94,7 @@ private:
     __kernel_timespec timeout{};
     std::uint32_t generation = 0;  // bumped on every completion
     bool cancel_requested = false;
+    bool busy = false;  // in flight: until the op's last CQE
   };
 
   std::uint64_t user_data_of(std::uint32_t id) const noexcept {
@@ -95,7 +104,7 @@ private:
 
   slot* find(std::uint64_t user_data) noexcept {
     const std::uint32_t id = index_of(user_data);
-    if (id >= slots_.size() || !slots_[id].sender || user_data_of(id) != user_data) return nullptr;
+    if (id >= slots_.size() || !slots_[id].busy || user_data_of(id) != user_data) return nullptr;
     return &slots_[id];
   }
 

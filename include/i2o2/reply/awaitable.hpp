@@ -18,6 +18,8 @@ namespace i2o2 {
 /// Resumes the coroutine right where the result arrives: on the scheduler
 /// thread. Keep what follows short, and never block on the scheduler there.
 struct inline_executor {
+  /// A result already in when awaited: the coroutine goes on without a call.
+  static constexpr bool runs_inline = true;
   void execute(std::coroutine_handle<> handle) const noexcept { handle.resume(); }
 };
 

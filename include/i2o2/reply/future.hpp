@@ -69,6 +69,15 @@ concept coroutine_executor = std::copy_constructible<E> &&
   executor.execute(handle);
 };
 
+/// Whether `E` says it resumes a coroutine right inside `execute`.
+template <class E>
+inline constexpr bool runs_inline = [] {
+  if constexpr (requires { E::runs_inline; })
+    return bool{E::runs_inline};
+  else
+    return false;
+}();
+
 }  // namespace detail
 
 /// What a future-reply submit returns. Move-only. Any thread may wait on
@@ -122,7 +131,7 @@ public:
   /// Like `wait()`, but gives up after `timeout` (empty result).
   template <class Rep, class Period>
   std::optional<int> wait_for(std::chrono::duration<Rep, Period> timeout) const noexcept {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    const auto deadline = deadline_after(timeout);
     for (;;) {
       if (is_ready()) return state_->result;
       const auto left = deadline - std::chrono::steady_clock::now();
@@ -159,7 +168,10 @@ public:
   /// `co_await reply.resume_on(executor)` suspends until the result is in,
   /// then resumes the coroutine through `executor.execute(handle)` instead
   /// of inline on the scheduler thread (also when the result was in
-  /// already, so what follows always runs on the executor).
+  /// already, so what follows always runs on the executor). An executor
+  /// with `static constexpr bool runs_inline = true` (inline_executor) is
+  /// not called when the result is in already: the coroutine just goes on,
+  /// rather than nesting a stack frame per await.
   template <detail::coroutine_executor Executor>
   auto resume_on(Executor executor) const noexcept {
     struct awaiter {
@@ -167,19 +179,29 @@ public:
       Executor executor;
       std::coroutine_handle<> handle;
 
-      // Always suspends, even when the result is in: the coroutine then
-      // continues on the executor, never on the thread that awaited.
-      bool await_ready() const noexcept { return false; }
-      void await_suspend(std::coroutine_handle<> waiting) noexcept {
+      // Otherwise always suspends, even when the result is in: the
+      // coroutine then continues on the executor, never on the awaiting thread.
+      bool await_ready() const noexcept {
+        return detail::runs_inline<Executor> &&
+               (state->flags.load(std::memory_order_acquire) & detail::future_state::ready) != 0;
+      }
+      bool await_suspend(std::coroutine_handle<> waiting) noexcept {
         handle = waiting;
         state->resumer_context = this;  // the awaiter lives in the suspended frame
         state->resumer = [](void* context) noexcept {
+          // Copied out first: once execute() hands the coroutine on, another
+          // thread may resume it and free the frame that holds the awaiter.
           auto* self = static_cast<awaiter*>(context);
-          self->executor.execute(self->handle);
+          Executor target = self->executor;
+          target.execute(self->handle);
         };
         const auto before =
             state->flags.fetch_or(detail::future_state::continuation, std::memory_order_acq_rel);
-        if (before & detail::future_state::ready) executor.execute(handle);
+        if ((before & detail::future_state::ready) == 0) return true;
+        if constexpr (detail::runs_inline<Executor>) return false;  // in already: go on here
+        Executor target = executor;  // as above: the frame may be gone once handed on
+        target.execute(waiting);
+        return true;
       }
       int await_resume() const noexcept { return state->result; }
     };
@@ -187,6 +209,20 @@ public:
   }
 
 private:
+  /// Now + `timeout`, saturating: a timeout past the clock's range waits
+  /// for ever instead of overflowing into the past.
+  template <class Rep, class Period>
+  static std::chrono::steady_clock::time_point
+  deadline_after(std::chrono::duration<Rep, Period> timeout) noexcept {
+    const auto now = std::chrono::steady_clock::now();
+    const auto left = std::chrono::steady_clock::time_point::max() - now;
+    // Compared as floating point: converting a long timeout to the clock's
+    // nanoseconds is itself what overflows.
+    if (std::chrono::duration<double>(timeout) >= std::chrono::duration<double>(left))
+      return std::chrono::steady_clock::time_point::max();
+    return now + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+  }
+
   /// One spin-then-sleep round; true once ready. The spin budget adapts
   /// per thread: it grows while spinning catches replies (one client, a
   /// fast op) and shrinks while it does not (many clients sharing few

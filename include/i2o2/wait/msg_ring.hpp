@@ -16,6 +16,7 @@
 #include "../detail/user_data.hpp"
 #include "concept.hpp"
 
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -54,7 +55,11 @@ public:
     message.opcode = compat::op_msg_ring;
     message.fd = target;
     message.off = detail::wake_user_data;  // the posted CQE's user_data
-    ::syscall(__NR_io_uring_register, -1, compat::register_send_msg_ring, &message, 1);
+    // This is the park's only wake: a transient failure (the kernel short
+    // of memory for a DEFER_TASKRUN target's task work) is tried again.
+    while (::syscall(__NR_io_uring_register, -1, compat::register_send_msg_ring, &message, 1) < 0 &&
+           detail::transient_errno(errno))
+      ::sched_yield();
   }
 
   /// Scheduler thread: nothing to arm, only the ring to remember.
