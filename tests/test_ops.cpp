@@ -495,6 +495,25 @@ TEST_CASE("openat resolves with a new descriptor for the same file", "[ops]") {
         -ENOENT);
 }
 
+TEST_CASE("openat into a slot outside the registered-file table resolves -EINVAL, never a plain fd",
+          "[ops]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("openat bad slot", 20s);
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.ring_depth = 8, .registered_files = 4});
+  auto& handle = scheduler->handle();
+  i2o2_test::temp_file file;
+  // Slot + 1 is what the kernel gets: ~0U + 1 wrapped to 0 ("no slot": a
+  // plain fd nobody would close), ~0U - 1 + 1 is ~0U ("any free slot").
+  const unsigned slot = GENERATE(4U, 0xfffffffdU, 0xfffffffeU, 0xffffffffU);
+  CAPTURE(slot);
+  CHECK(handle.submit(i2o2::op::openat{.path = file.path().c_str(), .flags = O_RDONLY, .fixed_slot = slot})
+            .wait() == -EINVAL);
+  // A slot inside the table takes the file.
+  CHECK(handle.submit(i2o2::op::openat{.path = file.path().c_str(), .flags = O_RDONLY, .fixed_slot = 3U})
+            .wait() == 0);
+}
+
 TEST_CASE("openat with O_CREAT creates the file with the given mode", "[ops]") {
   const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
   CAPTURE(policy);

@@ -54,7 +54,9 @@ public:
     case errc::needs_sqe128: return "the op needs a ring created with config::sqe128";
     case errc::queue_full: return "the i2o2 submission queue is full";
     case errc::batch_too_large: return "the batch or chain can never fit the i2o2 queue or ring";
-    case errc::resource_table_full: return "the registered file or buffer table is full";
+    case errc::resource_table_full:
+      return "the registered file or buffer table is full (config::registered_files / registered_buffers, "
+             "0 by default)";
     case errc::not_registered: return "nothing is registered at that index";
     case errc::reserved_flags:
       return "the op sets SQE flags i2o2 owns (IO_LINK/IO_HARDLINK: use submit_chain; CQE_SKIP_SUCCESS)";

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -180,8 +181,14 @@ struct madvise {
 };
 
 /// openat(2); resolves with the new fd. With `fixed_slot`, the file is
-/// opened straight into that registered-file slot and resolves with 0.
+/// opened straight into that registered-file slot (a direct descriptor)
+/// and resolves with 0; a slot outside the table resolves -EINVAL. Direct
+/// descriptors, like `close` of a `fixed_file`, act on the kernel's table
+/// behind `register_file`'s back: it hands out slots from 0 upward (those
+/// freed again first), so keep direct descriptors to slots it never
+/// reaches (the top of the table) or to slots it gave you.
 struct openat {
+  static constexpr unsigned max_fixed_slot = 0xfffffffdU;
   int dir_fd = AT_FDCWD;
   const char* path = nullptr;
   int flags = 0;
@@ -191,7 +198,10 @@ struct openat {
   void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, IORING_OP_OPENAT, file_ref(dir_fd), detail::address_of(path), mode, 0, options);
     image.sqe().open_flags = static_cast<std::uint32_t>(flags);
-    if (fixed_slot) image.sqe().file_index = *fixed_slot + 1;
+    // The kernel names the slot + 1; 0 would mean "not a direct descriptor"
+    // and ~0 "any free slot", so an index past the largest possible table
+    // is kept one that the kernel refuses (-EINVAL) instead of wrapping.
+    if (fixed_slot) image.sqe().file_index = std::min(*fixed_slot, max_fixed_slot) + 1;
   }
 };
 

@@ -37,6 +37,8 @@ public:
       : reply_(std::move(reply)), buffer_(std::move(buffer)) {}
 
   /// Waits for the op; the kernel is done with the buffer once this returns.
+  /// The buffer is moved out: a second call (or one after a successful
+  /// try_get) returns the result with a moved-from buffer.
   owned_result<Buffer> wait() {
     const int result = reply_.wait();
     return {result, take()};

@@ -109,7 +109,8 @@ public:
   /// False for a default-constructed or moved-from reply.
   bool valid() const noexcept { return state_ != nullptr; }
 
-  /// The result if it is in, without waiting.
+  /// The result if it is in, without waiting. Precondition (as for every
+  /// call below but `valid()`): `valid()`.
   std::optional<int> try_get() const noexcept {
     if (!is_ready()) return std::nullopt;
     return state_->result;
@@ -128,7 +129,8 @@ public:
     return state_->result;
   }
 
-  /// Like `wait()`, but gives up after `timeout` (empty result).
+  /// Like `wait()`, but gives up after `timeout` (empty result); a timeout
+  /// past the clock's range waits as long as `wait()`.
   template <class Rep, class Period>
   std::optional<int> wait_for(std::chrono::duration<Rep, Period> timeout) const noexcept {
     const auto deadline = deadline_after(timeout);
