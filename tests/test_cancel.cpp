@@ -420,3 +420,57 @@ TEST_CASE("a stop with a deadline reaches a scheduler already draining without o
   stopper.join();
   CHECK(results.front() == -ECANCELED);
 }
+
+namespace {
+
+/// Holds the scheduler thread inside a callback until released: what the
+/// test does meanwhile lands before the scheduler's next pass.
+struct scheduler_hold {
+  std::atomic<bool> held{false};
+  std::atomic<bool> released{false};
+  auto callback() {
+    return [this](int) noexcept {
+      held.store(true);
+      while (!released.load())
+        std::this_thread::yield();
+    };
+  }
+};
+
+template <class Wait>
+void check_deadline_passed_with_a_full_sq() {
+  using scheduler =
+      i2o2::basic_scheduler<i2o2::queue::mpsc_ring, Wait, i2o2::reply::callback<>, i2o2::any_guard>;
+  i2o2_test::pipe_pair pipe;
+  // One SQE: the read pulled in the pass after the stop fills the SQ, and
+  // the deadline's cancel finds no SQE for itself in that pass.
+  auto running = i2o2::spawn_scheduler<scheduler>({.ring_depth = 1, .shutdown_deadline = std::nullopt});
+  auto& handle = running.handle;
+  scheduler_hold hold;
+  handle.submit(i2o2::op::nop{}, {}, hold.callback());
+  REQUIRE(eventually([&] { return hold.held.load(); }));
+
+  std::atomic<int> read_result{1};
+  char sink = 0;
+  handle.submit(pipe_read(pipe, &sink, 1), {}, [&](int result) noexcept { read_result.store(result); });
+  running.owner.scheduler().request_stop(std::chrono::nanoseconds(0));  // already past
+  hold.released.store(true);
+
+  if (!eventually([&] { return read_result.load() != 1; }, 10s)) {
+    FAIL_CHECK("the read was not cancelled at the (past) deadline");
+    pipe.feed("x", 1);
+  }
+  running.owner.join();
+  CHECK(read_result.load() == -ECANCELED);
+}
+
+}  // namespace
+
+TEST_CASE("a deadline already past when the SQ is full of unsubmitted ops still cancels them",
+          "[cancel][shutdown]") {
+  i2o2_test::watchdog dog("past deadline, full SQ");
+  SECTION("eventfd") { check_deadline_passed_with_a_full_sq<i2o2::wait::eventfd>(); }
+  SECTION("futex") { check_deadline_passed_with_a_full_sq<i2o2::wait::futex>(); }
+  SECTION("msg_ring") { check_deadline_passed_with_a_full_sq<i2o2::wait::msg_ring>(); }
+  SECTION("spin") { check_deadline_passed_with_a_full_sq<i2o2::wait::spin>(); }
+}

@@ -176,8 +176,10 @@ public:
   /// only on its own CQE. The returned reply carries the cancel's result:
   /// 0 (cancelled), -ENOENT (not in flight: already done, or not yet
   /// sent), -EALREADY (running; it may still complete). A cancel gets
-  /// through even when ops that never finish fill every slot: the CQ keeps
-  /// an entry for it. Throws `scheduler_closed` after shutdown, as submit.
+  /// through even when ops that never finish fill every slot (the CQ keeps
+  /// an entry for it), but the queue is first in, first out: behind an op
+  /// still waiting for room, it waits too. Throws `scheduler_closed` after
+  /// shutdown, as submit.
   template <class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> && requires(const reply_type& reply) {
     { reply.cancel_key() } -> std::convertible_to<std::uint64_t>;

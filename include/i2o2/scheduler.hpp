@@ -461,10 +461,18 @@ private:
       }
     }
     if (const auto deadline = closing ? state_->stop_deadline() : std::nullopt) {
-      // Past it, the cancels are sent: wait for their completions.
       const auto left =
           std::chrono::duration_cast<std::chrono::nanoseconds>(*deadline - std::chrono::steady_clock::now());
-      if (left.count() > 0) limit = std::min(left, limit.value_or(left));
+      if (left.count() > 0) {
+        limit = std::min(left, limit.value_or(left));
+      } else if (ring_.sq_pending() != 0) {
+        // Past it, the cancels go out; but those that found the SQ full of
+        // ops still to submit have no SQE yet. Submit without sleeping, so
+        // that the next pass can send them.
+        if (announced) state_->end_park();
+        enter(0);
+        return;
+      }
     }
     if (!limit) {
       enter(1);
@@ -554,7 +562,10 @@ private:
   }
 
   /// Completions still to come, but for the armed wake's: ops (user
-  /// cancels among them), linked timeouts, tags, shutdown cancels.
+  /// cancels among them), linked timeouts, tags, shutdown cancels. An op
+  /// that posts several CQEs (multishot) counts once: its extra CQEs, like
+  /// a late msg_ring wake-up, may overflow the CQ into the kernel's
+  /// overflow list, which keeps them (Linux 5.5+, IORING_FEAT_NODROP).
   unsigned cq_in_flight() const noexcept {
     return slots_.in_use() + cancels_in_flight_ + link_timeouts_in_flight_ + files_.awaiting_tag() +
            buffers_.awaiting_tag();
