@@ -5,6 +5,7 @@
 // in the ring every scheduler shares, so each test runs over all 24 queue x
 // wait x reply combinations (tests/any_scheduler.hpp).
 #include "any_scheduler.hpp"
+#include "proc_support.hpp"
 #include "support.hpp"
 
 #include <string>
@@ -108,4 +109,31 @@ TEST_CASE("a kernel without SQE128 refuses config.sqe128 unless told to skip it"
   auto& handle = scheduler->handle();
   // The flag was dropped, so an SQE128 op is refused rather than mangled.
   CHECK(handle.submit(i2o2::op::uring_cmd{.file = 0}).wait() == i2o2::result_of(i2o2::errc::needs_sqe128));
+}
+
+TEST_CASE("a msg_ring wake-up that fails for a moment is posted again: no wake-up is lost", "[faults]") {
+  const bool fallback_ring = GENERATE(false, true);  // the 5.18-6.12 waker ring, or the sync form
+  CAPTURE(fallback_ring);
+  i2o2_test::watchdog dog("msg_ring wake failures");
+  clear_faults cleanup;
+  struct stop_pretending {
+    ~stop_pretending() { i2o2::detail::kernel_features::stop_pretending(); }
+  } pretending;
+  i2o2::detail::kernel_features::pretend_missing(0, {}, fallback_ring);
+  using scheduler = i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::msg_ring, i2o2::reply::future,
+                                          i2o2::any_guard>;
+  const std::string name = "i2o2-msgwake";
+  // No idle spin: between ops the scheduler parks, and each op needs a wake-up.
+  auto running = i2o2::spawn_scheduler<scheduler>(
+      {.ring_depth = 8, .idle_spin = std::chrono::microseconds(0), .thread_name = name});
+  const auto tid = i2o2_test::thread_named(name);
+  REQUIRE(tid.has_value());
+  const long before = fault_injection::get().injected_msg_rings();
+  for (int round = 0; round < 20; ++round) {
+    // Parked (asleep in io_uring_enter) before the push, so the push wakes it.
+    REQUIRE(i2o2_test::eventually([&] { return i2o2_test::run_state(*tid) == 'S'; }));
+    fault_injection::get().fail_msg_rings(round % 2 == 0 ? EAGAIN : ENOMEM, 2);
+    CHECK(running.handle.submit(i2o2::op::nop{}).wait() == 0);
+  }
+  CHECK(fault_injection::get().injected_msg_rings() - before > 0);
 }

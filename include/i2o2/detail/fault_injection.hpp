@@ -3,7 +3,8 @@
 /// builds (I2O2_TESTING): tests make the next io_uring_enter calls fail with
 /// -EINTR, -EAGAIN or -EBUSY, or the next ring setup fail with -ENOMEM or
 /// -EPERM, without submitting anything, as the kernel may; or futex_waitv
-/// fail with -ENOSYS, as before Linux 5.16. (Pretending an older kernel's
+/// fail with -ENOSYS, as before Linux 5.16; or the next MSG_RING wake-ups
+/// fail (the wait::msg_ring strategy) without posting anything. (Pretending an older kernel's
 /// io_uring is kernel_features::pretend_missing.) Without I2O2_TESTING
 /// every hook is a constant and compiles away.
 
@@ -28,7 +29,13 @@ public:
   void fail_setup(int error) noexcept { setup_error_.store(error); }
   /// Whether futex_waitv fails with -ENOSYS from now on.
   void fail_futex_waitv(bool missing) noexcept { futex_waitv_missing_.store(missing); }
+  /// The next `count` MSG_RING wake-ups fail with -error without posting.
+  void fail_msg_rings(int error, int count) noexcept {
+    msg_ring_error_.store(error);
+    msg_ring_failures_.store(count);
+  }
   void clear() noexcept {
+    msg_ring_failures_.store(0);
     enter_failures_.store(0);
     setup_error_.store(0);
     futex_waitv_missing_.store(false);
@@ -36,16 +43,10 @@ public:
   /// How many enters failed by injection so far.
   long injected_enters() const noexcept { return injected_.load(); }
 
-  int take_enter() noexcept {
-    int left = enter_failures_.load(std::memory_order_relaxed);
-    while (left > 0) {
-      if (enter_failures_.compare_exchange_weak(left, left - 1)) {
-        injected_.fetch_add(1);
-        return enter_error_.load();
-      }
-    }
-    return 0;
-  }
+  int take_enter() noexcept { return take(enter_failures_, enter_error_, injected_); }
+  int take_msg_ring() noexcept { return take(msg_ring_failures_, msg_ring_error_, injected_msg_rings_); }
+  /// How many MSG_RING wake-ups failed by injection so far.
+  long injected_msg_rings() const noexcept { return injected_msg_rings_.load(); }
   int take_setup() noexcept { return setup_error_.exchange(0); }
   bool take_futex_waitv() noexcept {
     if (!futex_waitv_missing_.load(std::memory_order_relaxed)) return false;
@@ -56,21 +57,38 @@ public:
   long injected_futex_waitvs() const noexcept { return injected_futex_waitv_.load(); }
 
 private:
+  static int take(std::atomic<int>& failures, const std::atomic<int>& error,
+                  std::atomic<long>& injected) noexcept {
+    int left = failures.load(std::memory_order_relaxed);
+    while (left > 0) {
+      if (failures.compare_exchange_weak(left, left - 1)) {
+        injected.fetch_add(1);
+        return error.load();
+      }
+    }
+    return 0;
+  }
+
   std::atomic<int> enter_error_{0};
   std::atomic<int> enter_failures_{0};
   std::atomic<int> setup_error_{0};
   std::atomic<long> injected_{0};
   std::atomic<bool> futex_waitv_missing_{false};
   std::atomic<long> injected_futex_waitv_{0};
+  std::atomic<int> msg_ring_error_{0};
+  std::atomic<int> msg_ring_failures_{0};
+  std::atomic<long> injected_msg_rings_{0};
 };
 
 inline int injected_enter_error() noexcept { return fault_injection::get().take_enter(); }
 inline int injected_setup_error() noexcept { return fault_injection::get().take_setup(); }
 inline bool injected_futex_waitv_missing() noexcept { return fault_injection::get().take_futex_waitv(); }
+inline int injected_msg_ring_error() noexcept { return fault_injection::get().take_msg_ring(); }
 #else
 constexpr int injected_enter_error() noexcept { return 0; }
 constexpr int injected_setup_error() noexcept { return 0; }
 constexpr bool injected_futex_waitv_missing() noexcept { return false; }
+constexpr int injected_msg_ring_error() noexcept { return 0; }
 #endif
 
 }  // namespace i2o2::detail

@@ -301,6 +301,11 @@ public:
   void post(int target_fd, std::uint64_t user_data) noexcept {
     std::lock_guard lock(mutex_);
     for (;;) {
+      if (const int error = injected_msg_ring_error()) {
+        if (!transient_errno(error)) return;
+        ::sched_yield();
+        continue;
+      }
       io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
       if (sqe == nullptr) return;  // cannot happen: one op at a time, 2 entries
       io_uring_prep_msg_ring(sqe, target_fd, 0, user_data, 0);

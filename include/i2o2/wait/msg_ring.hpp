@@ -11,6 +11,7 @@
 /// so the scheduler spins there: prefer eventfd or futex with IOPOLL.
 
 #include "../detail/compat.hpp"
+#include "../detail/fault_injection.hpp"
 #include "../detail/kernel_features.hpp"
 #include "../detail/ring.hpp"
 #include "../detail/user_data.hpp"
@@ -57,9 +58,15 @@ public:
     message.off = detail::wake_user_data;  // the posted CQE's user_data
     // This is the park's only wake: a transient failure (the kernel short
     // of memory for a DEFER_TASKRUN target's task work) is tried again.
-    while (::syscall(__NR_io_uring_register, -1, compat::register_send_msg_ring, &message, 1) < 0 &&
-           detail::transient_errno(errno))
+    for (;;) {
+      int error = detail::injected_msg_ring_error();
+      if (error == 0) {
+        if (::syscall(__NR_io_uring_register, -1, compat::register_send_msg_ring, &message, 1) >= 0) return;
+        error = errno;
+      }
+      if (!detail::transient_errno(error)) return;
       ::sched_yield();
+    }
   }
 
   /// Scheduler thread: nothing to arm, only the ring to remember.
