@@ -118,6 +118,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!ok) fuzz_fail("a nop resolved with %d", got);
   if (trace)
     std::fprintf(stderr, "config: ring flags 0x%x, nop resolved with %d\n", owner.scheduler().ring_flags(), got);
+
+  // Asking for a CQE's extra words: written (a NOP's are zero) on a ring
+  // that really has 32-byte CQEs, refused untouched on any other.
+  const bool big_cqes = (owner.scheduler().ring_flags() & IORING_SETUP_CQE32) != 0;
+  i2o2::cqe_extra extra{{1, 2}};
+  i2o2::prepared_op nop = i2o2::op::nop{};
+  nop.extra_out = &extra;
+  const auto with_extra = handle.submit(i2o2::op::raw{nop}).wait_for(10s);
+  if (!with_extra) fuzz_fail("a nop with extra_out did not resolve within 10 s");
+  if (!big_cqes && (*with_extra != i2o2::result_of(i2o2::errc::needs_cqe32) || extra.words[0] != 1))
+    fuzz_fail("extra_out on a ring without CQE32: resolved with %d, words[0] %llu", *with_extra,
+              static_cast<unsigned long long>(extra.words[0]));
+  if (big_cqes && *with_extra == 0 && (extra.words[0] != 0 || extra.words[1] != 0))
+    fuzz_fail("a nop's extra words on a CQE32 ring were not the kernel's zeros");
   owner.stop(std::chrono::milliseconds(5));
   running.reset();
   return 0;

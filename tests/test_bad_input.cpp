@@ -227,6 +227,35 @@ TEST_CASE("uring_cmd on a ring without SQE128 resolves with needs_sqe128", "[bad
   CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
 }
 
+TEST_CASE("an op asking for its CQE's extra words on a ring without CQE32 resolves with needs_cqe32",
+          "[bad_input]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("extra_out without cqe32", 20s);
+  auto scheduler = i2o2_test::spawn_policy(policy, small_ring());
+  auto& handle = scheduler->handle();
+  const int needs_cqe32 = i2o2::result_of(i2o2::errc::needs_cqe32);
+  i2o2::cqe_extra extra{{7, 7}};
+  i2o2::prepared_op nop = i2o2::op::nop{};
+  nop.extra_out = &extra;
+  auto [guard, record] = counted_guard();
+  CHECK(handle.submit(nop, std::move(guard)).wait() == needs_cqe32);
+  CHECK(record->destroyed.load() == 1);
+  i2o2::any_guard none;
+  auto tried = handle.try_submit(nop, none);
+  REQUIRE(tried.reply.has_value());
+  CHECK(tried.reply->wait() == needs_cqe32);
+  // uring_cmd's own field, on a ring with SQE128 but not CQE32.
+  auto sqe128_only =
+      i2o2_test::spawn_policy(policy, {.ring_depth = 8, .sqe128 = true, .skip_unsupported = true});
+  CHECK(sqe128_only->handle().submit(i2o2::op::uring_cmd{.file = 0, .extra_out = &extra}).wait() ==
+        needs_cqe32);
+  CHECK(extra.words[0] == 7);  // never written
+  CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
+  CHECK(std::string(i2o2::make_error_code(i2o2::errc::needs_cqe32).message()).find("cqe32") !=
+        std::string::npos);
+}
+
 TEST_CASE("try_submit on a full queue fails with queue_full, keeps the guard and loses nothing",
           "[bad_input][queue_full]") {
   const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));

@@ -111,6 +111,23 @@ TEST_CASE("a kernel without SQE128 refuses config.sqe128 unless told to skip it"
   CHECK(handle.submit(i2o2::op::uring_cmd{.file = 0}).wait() == i2o2::result_of(i2o2::errc::needs_sqe128));
 }
 
+TEST_CASE("a kernel without CQE32 refuses config.cqe32 unless told to skip it", "[faults]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  clear_faults cleanup;
+  i2o2::detail::kernel_features::pretend_missing(IORING_SETUP_CQE32);
+  CHECK_THROWS_WITH(i2o2_test::spawn_policy(policy, {.cqe32 = true}),
+                    Catch::Contains("IORING_SETUP_CQE32") && Catch::Contains("5.19"));
+  auto scheduler = i2o2_test::spawn_policy(policy, {.cqe32 = true, .skip_unsupported = true});
+  auto& handle = scheduler->handle();
+  // The flag was dropped: an op wanting the extra words is refused, not
+  // answered with words the 16-byte CQE never had.
+  i2o2::cqe_extra extra;
+  i2o2::prepared_op nop = i2o2::op::nop{};
+  nop.extra_out = &extra;
+  CHECK(handle.submit(nop).wait() == i2o2::result_of(i2o2::errc::needs_cqe32));
+}
+
 TEST_CASE("a msg_ring wake-up that fails for a moment is posted again: no wake-up is lost", "[faults]") {
   const bool fallback_ring = GENERATE(false, true);  // the 5.18-6.12 waker ring, or the sync form
   CAPTURE(fallback_ring);

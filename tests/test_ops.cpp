@@ -665,6 +665,85 @@ TEST_CASE("uring_cmd on an SQE128 ring reaches the kernel", "[ops][may_skip]") {
   CHECK(pread_string(file.fd(), 3000, 0) == data);
 }
 
+namespace {
+
+/// IORING_NOP_CQE32 (Linux 6.18; newer than bookworm's headers): a NOP that
+/// posts its SQE's `off` and `addr` as its CQE's two extra words.
+constexpr std::uint32_t nop_cqe32 = 1U << 5;
+
+i2o2::prepared_op nop_with_extra_words(std::uint64_t first, std::uint64_t second, i2o2::cqe_extra* out) {
+  i2o2::prepared_op image = i2o2::prepared_op::with_opcode(IORING_OP_NOP);
+  image.sqe().fd = -1;
+  image.sqe().rw_flags = nop_cqe32;  // the union member the kernel reads as nop_flags
+  image.sqe().off = first;
+  image.sqe().addr = second;
+  image.extra_out = out;
+  return image;
+}
+
+/// Whether this kernel's NOP fills a CQE32's extra words, asked of a ring of
+/// our own through liburing rather than through the code under test.
+bool kernel_fills_nop_extra_words() {
+  io_uring ring{};
+  if (io_uring_queue_init(2, &ring, IORING_SETUP_CQE32) != 0) {
+    WARN("SKIP: this kernel lacks IORING_SETUP_CQE32 (Linux 5.19)");
+    return false;
+  }
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  std::memcpy(sqe, nop_with_extra_words(11, 22, nullptr).bytes, sizeof(io_uring_sqe));
+  io_uring_cqe* cqe = nullptr;
+  bool filled = io_uring_submit_and_wait(&ring, 1) == 1 && io_uring_peek_cqe(&ring, &cqe) == 0 &&
+                cqe->res == 0 && cqe->big_cqe[0] == 11 && cqe->big_cqe[1] == 22;
+  io_uring_queue_exit(&ring);
+  if (!filled) WARN("SKIP: this kernel's NOP lacks IORING_NOP_CQE32 (Linux 6.18)");
+  return filled;
+}
+
+}  // namespace
+
+TEST_CASE("extra_out receives the extra words of an op's 32-byte CQE before its reply resolves",
+          "[ops][cqe32][may_skip]") {
+  const bool nop_fills = kernel_fills_nop_extra_words();
+  if (!i2o2::detail::kernel_features::get().has_setup_flag(IORING_SETUP_CQE32)) return;
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("cqe32 extra words", 20s);
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.ring_depth = 8, .cqe32 = true});
+  auto& handle = scheduler->handle();
+
+  SECTION("a read parked on a pipe: the kernel's zeros overwrite what was there") {
+    i2o2_test::pipe_pair pipe;
+    i2o2::cqe_extra extra{{0xdeadbeef, 0xfeedface}};
+    char byte = 0;
+    i2o2::prepared_op read =
+        i2o2::op::read{.file = pipe.read_end(), .buf = &byte, .len = 1, .offset = i2o2::op::current_position};
+    read.extra_out = &extra;
+    auto reply = handle.submit(read);
+    REQUIRE(::write(pipe.write_end(), "x", 1) == 1);
+    CHECK(reply.wait() == 1);
+    CHECK(byte == 'x');
+    CHECK(extra.words[0] == 0);
+    CHECK(extra.words[1] == 0);
+  }
+  SECTION("NOPs that post their own words, several in flight, each into its own extra_out") {
+    if (!nop_fills) return;
+    constexpr std::size_t count = 12;  // more than the ring's 8 SQEs
+    std::vector<i2o2::cqe_extra> extras(count);
+    std::vector<i2o2::prepared_op> batch;
+    for (std::size_t i = 0; i < count; ++i)
+      batch.push_back(nop_with_extra_words(0x1000 + i, ~std::uint64_t{0} - i, &extras[i]));
+    auto replies = handle.submit_many(std::span<const i2o2::prepared_op>(batch.data(), 6));
+    auto rest = handle.submit_many(std::span<const i2o2::prepared_op>(batch.data() + 6, count - 6));
+    std::move(rest.begin(), rest.end(), std::back_inserter(replies));
+    for (std::size_t i = 0; i < count; ++i) {
+      CAPTURE(i);
+      REQUIRE(replies[i].wait() == 0);
+      CHECK(extras[i].words[0] == 0x1000 + i);
+      CHECK(extras[i].words[1] == ~std::uint64_t{0} - i);
+    }
+  }
+}
+
 // ---- op options -----------------------------------------------------------
 
 TEST_CASE("ioprio reaches the kernel and reads and writes stay correct", "[ops][options]") {

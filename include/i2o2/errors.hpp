@@ -33,6 +33,9 @@ enum class errc : int {
   /// IOSQE_IO_HARDLINK (chains go through `submit_chain`), or
   /// IOSQE_CQE_SKIP_SUCCESS (every op needs its CQE to resolve its reply).
   reserved_flags = 10008,
+  /// The op asks for its CQE's extra words (`prepared_op::extra_out`) on a
+  /// ring without `config::cqe32`.
+  needs_cqe32 = 10009,
 };
 
 /// Largest errno value the kernel returns as a negative result (MAX_ERRNO).
@@ -60,6 +63,8 @@ public:
     case errc::not_registered: return "nothing is registered at that index";
     case errc::reserved_flags:
       return "the op sets SQE flags i2o2 owns (IO_LINK/IO_HARDLINK: use submit_chain; CQE_SKIP_SUCCESS)";
+    case errc::needs_cqe32:
+      return "the op wants its CQE's extra words: it needs a ring created with config::cqe32";
     }
     return "unknown i2o2 error";
   }

@@ -261,6 +261,8 @@ private:
       error = result_of(errc::reserved_flags);
     else if (envelope.op.needs_sqe128 && !state_->sqe128())
       error = result_of(errc::needs_sqe128);
+    else if (envelope.op.extra_out != nullptr && !state_->cqe32())
+      error = result_of(errc::needs_cqe32);
     else if (envelope.op.timeout_ns != 0 && state_->max_chain_length() < 2)
       error = result_of(errc::batch_too_large);  // op + LINK_TIMEOUT: two SQEs on a one-SQE ring
     else if (!detail::kernel_features::get().has_opcode(envelope.op.sqe().opcode))

@@ -16,6 +16,15 @@
 
 namespace i2o2 {
 
+/// The two extra words of a 32-byte CQE (`config::cqe32`). NVMe passthrough
+/// puts a command's result there (`words[0]`: dwords 0-1 of the NVMe CQE),
+/// the only way to get, say, a zone append's LBA. An op that points
+/// `extra_out` at one has them stored before its reply resolves: read it
+/// once the reply is in.
+struct cqe_extra {
+  std::uint64_t words[2] = {0, 0};
+};
+
 /// A filled SQE, ready for the ring. 128 bytes so that SQE128 commands
 /// (`op::uring_cmd`) travel the same way as every other op.
 struct prepared_op {
@@ -25,6 +34,10 @@ struct prepared_op {
   alignas(8) std::byte bytes[128];
   bool needs_sqe128 = false;    ///< Rejected on rings without SQE128.
   std::int64_t timeout_ns = 0;  ///< op_options::timeout, for the scheduler.
+  /// Receives the extra words of the op's (first) CQE; must outlive the op.
+  /// On a ring without `config::cqe32` the reply resolves with
+  /// errc::needs_cqe32 and the op is not sent.
+  cqe_extra* extra_out = nullptr;
 
   /// A zeroed image (opcode 0 is IORING_OP_NOP).
   prepared_op() noexcept {

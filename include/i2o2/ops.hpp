@@ -239,16 +239,21 @@ struct statx {
 
 /// A driver command (NVMe passthrough and friends): `command` is the
 /// 80-byte payload of an SQE128 entry. Needs `config::sqe128`; on a ring
-/// without it the reply resolves with errc::needs_sqe128.
+/// without it the reply resolves with errc::needs_sqe128. NVMe passthrough
+/// also needs `config::cqe32` (the driver refuses the command otherwise)
+/// and returns the command's result in the CQE's extra words: point
+/// `extra_out` at a `cqe_extra` to receive them.
 struct uring_cmd {
   file_ref file{};
   std::uint32_t cmd_op = 0;
   std::array<std::byte, compat::uring_cmd_bytes> command{};
+  cqe_extra* extra_out = nullptr;
   op_options options{};
   void prepare(prepared_op& image) const noexcept {
     detail::fill_rw(image, compat::op_uring_cmd, file, 0, 0, 0, options);
     image.sqe().cmd_op = cmd_op;
     image.needs_sqe128 = true;
+    image.extra_out = extra_out;
     // The payload starts at byte 48 of the SQE and runs into the second half.
     constexpr std::size_t in_first_half = sizeof(io_uring_sqe) - 48;
     std::memcpy(reinterpret_cast<std::byte*>(&image.sqe()) + 48, command.data(), in_first_half);

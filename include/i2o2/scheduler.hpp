@@ -68,7 +68,7 @@ public:
   explicit basic_scheduler(config cfg = {})
       : config_((detail::validate(cfg), std::move(cfg))), ring_(config_),
         state_(std::make_shared<state_type>(
-            config_.queue_capacity, ring_.sqe128(),
+            config_.queue_capacity, ring_.sqe128(), ring_.cqe32(),
             std::min(ring_.sq_entries(), ring_.cq_entries() - internal_reserve), deadline_of(config_))),
         slots_(ring_.cq_entries() - 1), files_(config_.registered_files),
         buffers_(config_.registered_buffers) {}
@@ -222,8 +222,8 @@ private:
 
   /// One op into the ring; with `timed`, a LINK_TIMEOUT right behind it.
   void place(envelope_type& envelope, bool timed) noexcept {
-    const std::uint64_t user_data =
-        slots_.insert(std::move(envelope.sender), std::move(envelope.guard), envelope.key);
+    const std::uint64_t user_data = slots_.insert(std::move(envelope.sender), std::move(envelope.guard),
+                                                  envelope.key, envelope.op.extra_out);
     if (timed) envelope.op.sqe().flags |= IOSQE_IO_LINK;
     ring_.push(envelope.op, user_data);  // cannot fail: the budget counted free SQEs
     if (!timed) return;
@@ -488,9 +488,9 @@ private:
   static constexpr std::chrono::nanoseconds unwakeable_drain_slice = std::chrono::milliseconds(1);
 
   void reap() noexcept {
-    ring_.reap([this](std::uint64_t user_data, int result, std::uint32_t flags) noexcept {
+    ring_.reap([this](std::uint64_t user_data, int result, std::uint32_t flags, const __u64* extra) noexcept {
       if (!detail::is_internal(user_data)) {
-        slots_.complete(user_data, result, (flags & IORING_CQE_F_MORE) != 0);
+        slots_.complete(user_data, result, (flags & IORING_CQE_F_MORE) != 0, extra);
         return;
       }
       switch (detail::kind_of(user_data)) {

@@ -202,15 +202,17 @@ public:
     return io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &timeout, nullptr);
   }
 
-  /// Calls `on_cqe(user_data, res, flags)` for every ready CQE; returns
-  /// how many.
+  /// Calls `on_cqe(user_data, res, flags, extra)` for every ready CQE;
+  /// `extra` is its two extra words on a CQE32 ring, null otherwise.
+  /// Returns how many.
   template <class OnCqe>
   unsigned reap(OnCqe&& on_cqe) noexcept {
     unsigned head = 0;
     unsigned seen = 0;
     io_uring_cqe* cqe = nullptr;
+    const bool big = cqe32();
     io_uring_for_each_cqe(&ring_, head, cqe) {
-      on_cqe(cqe->user_data, cqe->res, cqe->flags);
+      on_cqe(cqe->user_data, cqe->res, cqe->flags, big ? cqe->big_cqe : nullptr);
       ++seen;
     }
     io_uring_cq_advance(&ring_, seen);
@@ -218,6 +220,7 @@ public:
   }
 
   bool sqe128() const noexcept { return (flags_ & IORING_SETUP_SQE128) != 0; }
+  bool cqe32() const noexcept { return (flags_ & IORING_SETUP_CQE32) != 0; }
   bool iopoll() const noexcept { return (flags_ & IORING_SETUP_IOPOLL) != 0; }
   std::uint32_t flags() const noexcept { return flags_; }
   unsigned sq_entries() const noexcept { return sq_entries_; }

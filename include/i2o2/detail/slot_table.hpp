@@ -6,6 +6,7 @@
 /// IORING_CQE_F_MORE). Scheduler thread only.
 
 #include "../guard.hpp"
+#include "../op.hpp"
 #include "user_data.hpp"
 
 #include <linux/time_types.h>
@@ -31,7 +32,8 @@ public:
 
   /// Takes a free slot (the scheduler's CQ budget ensures there is one);
   /// returns the op's user_data.
-  std::uint64_t insert(Sender&& sender, stored_guard_t<Guard>&& guard, std::uint64_t key) noexcept {
+  std::uint64_t insert(Sender&& sender, stored_guard_t<Guard>&& guard, std::uint64_t key,
+                       cqe_extra* extra_out = nullptr) noexcept {
     assert(!free_.empty());
     const std::uint32_t id = free_.back();
     free_.pop_back();
@@ -39,18 +41,25 @@ public:
     target.sender.emplace(std::move(sender));
     target.guard.emplace(std::move(guard));
     target.key = key;
+    target.extra_out = extra_out;
     target.cancel_requested = false;
     target.busy = true;
     return user_data_of(id);
   }
 
-  /// A CQE of the op arrived: the first completes its reply; the last
+  /// A CQE of the op arrived: the first completes its reply (its extra
+  /// words, on a CQE32 ring, stored first where the op asked); the last
   /// (`more` false) then destroys its guard (G2) and frees the slot. A
   /// stale or unknown user_data is ignored.
-  void complete(std::uint64_t user_data, int result, bool more = false) noexcept {
+  void complete(std::uint64_t user_data, int result, bool more = false,
+                const __u64* extra = nullptr) noexcept {
     slot* done = find(user_data);
     if (done == nullptr) return;
     if (done->sender) {
+      if (done->extra_out != nullptr && extra != nullptr) {
+        done->extra_out->words[0] = extra[0];
+        done->extra_out->words[1] = extra[1];
+      }
       std::move(*done->sender).complete(result);
       done->sender.reset();
     }
@@ -91,6 +100,7 @@ private:
     std::optional<Sender> sender;
     std::optional<stored_guard_t<Guard>> guard;
     std::uint64_t key = 0;
+    cqe_extra* extra_out = nullptr;  // the op's prepared_op::extra_out
     __kernel_timespec timeout{};
     std::uint32_t generation = 0;  // bumped on every completion
     bool cancel_requested = false;
