@@ -127,8 +127,8 @@ TEST_CASE("an op setting SQE flags the scheduler owns resolves with reserved_fla
           "[bad_input]") {
   const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
   CAPTURE(policy);
-  const unsigned flag =
-      GENERATE(unsigned{IOSQE_IO_LINK}, unsigned{IOSQE_IO_HARDLINK}, unsigned{IOSQE_CQE_SKIP_SUCCESS});
+  const unsigned flag = GENERATE(unsigned{IOSQE_IO_LINK}, unsigned{IOSQE_IO_HARDLINK},
+                                 unsigned{IOSQE_CQE_SKIP_SUCCESS}, unsigned{IOSQE_IO_DRAIN});
   CAPTURE(flag);
   i2o2_test::watchdog dog("reserved flags", 20s);
   i2o2_test::pipe_pair pipe;
@@ -136,7 +136,8 @@ TEST_CASE("an op setting SQE flags the scheduler owns resolves with reserved_fla
   auto& handle = scheduler->handle();
   // A read that would park: sent with a link, the scheduler's next SQE (its
   // own wake-up read, say) would wait behind it; with CQE_SKIP_SUCCESS a nop
-  // would never resolve.
+  // would never resolve; with a drain, both wait for the scheduler's armed
+  // wake-up op, which may never complete.
   std::array<char, 4> buffer{};
   i2o2::op::raw linked{i2o2::prepare(i2o2_test::pipe_read(pipe, buffer.data(), 1))};
   linked.image.sqe().flags |= static_cast<std::uint8_t>(flag);
@@ -254,6 +255,21 @@ TEST_CASE("an op asking for its CQE's extra words on a ring without CQE32 resolv
   CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
   CHECK(std::string(i2o2::make_error_code(i2o2::errc::needs_cqe32).message()).find("cqe32") !=
         std::string::npos);
+}
+
+TEST_CASE("a timed op on an IOPOLL ring resolves with unsupported_op, not a false timeout", "[bad_input]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("timed op on iopoll", 20s);
+  // IOPOLL rings refuse LINK_TIMEOUT, which cancels the op it guards at once:
+  // the op would resolve with -ECANCELED as if its deadline had passed.
+  auto scheduler = i2o2_test::spawn_policy(policy, {.ring_depth = 8, .iopoll = true});
+  auto& handle = scheduler->handle();
+  auto [guard, record] = counted_guard();
+  CHECK(handle.submit(i2o2::op::nop{.options = {.timeout = 10s}}, std::move(guard)).wait() ==
+        i2o2::result_of(i2o2::errc::unsupported_op));
+  CHECK(record->destroyed.load() == 1);
+  CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
 }
 
 TEST_CASE("try_submit on a full queue fails with queue_full, keeps the guard and loses nothing",

@@ -557,6 +557,34 @@ TEST_CASE("close closes the descriptor", "[ops]") {
   CHECK(handle.submit(i2o2::op::close{.file = fd}).wait() == -EBADF);
 }
 
+TEST_CASE("close of a registered-file slot outside the table resolves -EINVAL and closes no plain fd",
+          "[ops][fixed_files]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("close bad slot", 20s);
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.ring_depth = 8, .registered_files = 4});
+  auto& handle = scheduler->handle();
+  // Slot + 1 is what the kernel gets; ~0U + 1 wrapped to 0 meant close(0).
+  // Keep an fd 0 of our own there to see whether it survives.
+  const int saved_stdin = ::fcntl(0, F_DUPFD_CLOEXEC, 3);  // -1 if fd 0 was closed
+  const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  REQUIRE(null_fd >= 0);
+  REQUIRE(::dup2(null_fd, 0) == 0);
+  const unsigned slot = GENERATE(4U, 0xfffffffeU, 0xffffffffU);
+  CAPTURE(slot);
+  const int result = handle.submit(i2o2::op::close{.file = i2o2::fixed_file(slot)}).wait();
+  const bool fd0_open = ::fcntl(0, F_GETFD) != -1;
+  if (saved_stdin >= 0) {
+    ::dup2(saved_stdin, 0);
+    ::close(saved_stdin);
+  } else {
+    ::close(0);
+  }
+  ::close(null_fd);
+  CHECK(result == -EINVAL);
+  CHECK(fd0_open);
+}
+
 TEST_CASE("statx agrees with fstat", "[ops]") {
   const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
   CAPTURE(policy);

@@ -15,7 +15,8 @@ namespace i2o2 {
 enum class errc : int {
   /// The scheduler shut down before the op was accepted.
   scheduler_closed = 10001,
-  /// The running kernel does not support this op (probed at creation).
+  /// The running kernel does not support this op (probed at creation), or
+  /// this ring cannot run it (a timed op on an IOPOLL ring).
   unsupported_op = 10002,
   /// The op needs a ring created with `config::sqe128`.
   needs_sqe128 = 10003,
@@ -30,8 +31,10 @@ enum class errc : int {
   /// `unregister_*`: nothing is registered at that index.
   not_registered = 10007,
   /// The op's SQE sets flags the scheduler owns: IOSQE_IO_LINK or
-  /// IOSQE_IO_HARDLINK (chains go through `submit_chain`), or
-  /// IOSQE_CQE_SKIP_SUCCESS (every op needs its CQE to resolve its reply).
+  /// IOSQE_IO_HARDLINK (chains go through `submit_chain`),
+  /// IOSQE_CQE_SKIP_SUCCESS (every op needs its CQE to resolve its reply),
+  /// or IOSQE_IO_DRAIN (it would wait for the scheduler's own armed wake-up
+  /// op; wait for the replies of the ops it should follow instead).
   reserved_flags = 10008,
   /// The op asks for its CQE's extra words (`prepared_op::extra_out`) on a
   /// ring without `config::cqe32`.
@@ -53,7 +56,9 @@ public:
   std::string message(int value) const override {
     switch (static_cast<errc>(value)) {
     case errc::scheduler_closed: return "the i2o2 scheduler is closed";
-    case errc::unsupported_op: return "the running kernel does not support this io_uring op";
+    case errc::unsupported_op:
+      return "the running kernel, or this ring (a timeout on an IOPOLL ring), does not support this io_uring "
+             "op";
     case errc::needs_sqe128: return "the op needs a ring created with config::sqe128";
     case errc::queue_full: return "the i2o2 submission queue is full";
     case errc::batch_too_large: return "the batch or chain can never fit the i2o2 queue or ring";
@@ -62,7 +67,8 @@ public:
              "0 by default)";
     case errc::not_registered: return "nothing is registered at that index";
     case errc::reserved_flags:
-      return "the op sets SQE flags i2o2 owns (IO_LINK/IO_HARDLINK: use submit_chain; CQE_SKIP_SUCCESS)";
+      return "the op sets SQE flags i2o2 owns (IO_LINK/IO_HARDLINK: use submit_chain; CQE_SKIP_SUCCESS; "
+             "IO_DRAIN)";
     case errc::needs_cqe32:
       return "the op wants its CQE's extra words: it needs a ring created with config::cqe32";
     }

@@ -254,8 +254,10 @@ private:
   /// the guard is released here, since the kernel never saw the op.
   bool reject_unrunnable(envelope_type& envelope) noexcept {
     // Links would tie the op to whatever the scheduler submits next (its
-    // own wake-up read, say); a skipped CQE would leave the reply unresolved.
-    constexpr unsigned scheduler_owned_flags = IOSQE_IO_LINK | IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS;
+    // own wake-up read, say); a skipped CQE would leave the reply unresolved;
+    // a drain would wait for the armed wake-up op, which may stay pending.
+    constexpr unsigned scheduler_owned_flags =
+        IOSQE_IO_LINK | IOSQE_IO_HARDLINK | IOSQE_CQE_SKIP_SUCCESS | IOSQE_IO_DRAIN;
     int error = 0;
     if ((envelope.op.sqe().flags & scheduler_owned_flags) != 0)
       error = result_of(errc::reserved_flags);
@@ -265,6 +267,8 @@ private:
       error = result_of(errc::needs_cqe32);
     else if (envelope.op.timeout_ns != 0 && state_->max_chain_length() < 2)
       error = result_of(errc::batch_too_large);  // op + LINK_TIMEOUT: two SQEs on a one-SQE ring
+    else if (envelope.op.timeout_ns != 0 && state_->iopoll())
+      error = result_of(errc::unsupported_op);  // IOPOLL rings refuse LINK_TIMEOUT (the op: -ECANCELED)
     else if (!detail::kernel_features::get().has_opcode(envelope.op.sqe().opcode))
       error = result_of(errc::unsupported_op);
     if (error == 0) return false;

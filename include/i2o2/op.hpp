@@ -100,7 +100,8 @@ struct op_options {
   /// A deadline (a linked timeout): an op still running after this long is
   /// cancelled and resolves with -ECANCELED. Zero: none. Not within chains.
   /// Op and timeout take two SQEs: on a ring_depth 1 ring such an op
-  /// resolves with errc::batch_too_large.
+  /// resolves with errc::batch_too_large. IOPOLL rings refuse linked
+  /// timeouts: there it resolves with errc::unsupported_op.
   std::chrono::nanoseconds timeout{0};
 };
 

@@ -211,10 +211,11 @@ struct close {
   op_options options{};
   void prepare(prepared_op& image) const noexcept {
     image.sqe().opcode = IORING_OP_CLOSE;
-    // The kernel names a registered file to close by slot + 1, not by flag.
+    // The kernel names a registered file to close by slot + 1, not by flag;
+    // kept short of wrapping to 0, which would close the plain fd 0.
     if (file.registered) {
       image.sqe().fd = 0;
-      image.sqe().file_index = static_cast<std::uint32_t>(file.value) + 1;
+      image.sqe().file_index = std::min(static_cast<std::uint32_t>(file.value), openat::max_fixed_slot) + 1;
     } else {
       image.sqe().fd = file.value;
     }

@@ -68,7 +68,7 @@ public:
   explicit basic_scheduler(config cfg = {})
       : config_((detail::validate(cfg), std::move(cfg))), ring_(config_),
         state_(std::make_shared<state_type>(
-            config_.queue_capacity, ring_.sqe128(), ring_.cqe32(),
+            config_.queue_capacity, ring_.flags(),
             std::min(ring_.sq_entries(), ring_.cq_entries() - internal_reserve), deadline_of(config_))),
         slots_(ring_.cq_entries() - 1), files_(config_.registered_files),
         buffers_(config_.registered_buffers) {}

@@ -40,15 +40,17 @@ enum class push_result { accepted, closed, full };
 template <class Queue, class Wait, class Envelope>
 class shared_state {
 public:
-  shared_state(std::size_t queue_capacity, bool sqe128, bool cqe32, std::size_t max_chain_length,
+  /// `ring_flags`: the IORING_SETUP_* flags the ring really has.
+  shared_state(std::size_t queue_capacity, std::uint32_t ring_flags, std::size_t max_chain_length,
                std::optional<std::chrono::nanoseconds> default_deadline)
-      : queue_(queue_capacity), sqe128_(sqe128), cqe32_(cqe32), max_chain_length_(max_chain_length),
+      : queue_(queue_capacity), ring_flags_(ring_flags), max_chain_length_(max_chain_length),
         default_deadline_(default_deadline) {}
 
   Queue& queue() noexcept { return queue_; }
   Wait& wait() noexcept { return wait_; }
-  bool sqe128() const noexcept { return sqe128_; }
-  bool cqe32() const noexcept { return cqe32_; }
+  bool sqe128() const noexcept { return (ring_flags_ & IORING_SETUP_SQE128) != 0; }
+  bool cqe32() const noexcept { return (ring_flags_ & IORING_SETUP_CQE32) != 0; }
+  bool iopoll() const noexcept { return (ring_flags_ & IORING_SETUP_IOPOLL) != 0; }
   /// The longest chain the ring can take in one submission.
   std::size_t max_chain_length() const noexcept { return max_chain_length_; }
 
@@ -227,8 +229,7 @@ private:
   // Scheduler thread only.
   std::deque<Envelope> overflow_;
   Wait wait_;
-  const bool sqe128_;
-  const bool cqe32_;
+  const std::uint32_t ring_flags_;
   const std::size_t max_chain_length_;
   const std::optional<std::chrono::nanoseconds> default_deadline_;
   // Written by the scheduler on every park, read by every producer.
