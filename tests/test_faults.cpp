@@ -128,6 +128,24 @@ TEST_CASE("a kernel without CQE32 refuses config.cqe32 unless told to skip it", 
   CHECK(handle.submit(nop).wait() == i2o2::result_of(i2o2::errc::needs_cqe32));
 }
 
+TEST_CASE("the sync MSG_RING probe believes only a message that arrived", "[faults][may_skip]") {
+  using i2o2::detail::kernel_features;
+  io_uring target{};
+  REQUIRE(io_uring_queue_init(4, &target, 0) == 0);
+  const bool sent = kernel_features::sends_sync_msg_ring(target.ring_fd);
+  io_uring_cqe* cqe = nullptr;
+  const bool arrived = io_uring_peek_cqe(&target, &cqe) == 0;
+  io_uring_queue_exit(&target);
+  CHECK(sent == arrived);
+  CHECK(kernel_features::get().has_sync_msg_ring() == sent);
+  if (!sent) WARN("SKIP: this kernel lacks the sync MSG_RING (Linux 6.13); only the refusals are checked");
+  // The EBADF a kernel answers for fd -1 (older ones whatever the opcode)
+  // is no evidence of the sync form.
+  CHECK_FALSE(kernel_features::sends_sync_msg_ring(-1));
+  i2o2_test::pipe_pair pipe;
+  CHECK_FALSE(kernel_features::sends_sync_msg_ring(pipe.read_end()));
+}
+
 TEST_CASE("a msg_ring wake-up that fails for a moment is posted again: no wake-up is lost", "[faults]") {
   const bool fallback_ring = GENERATE(false, true);  // the 5.18-6.12 waker ring, or the sync form
   CAPTURE(fallback_ring);

@@ -160,22 +160,27 @@ private:
       for (unsigned i = 0; i < probe_result->ops_len && i < entries; ++i)
         if (probe_result->ops[i].flags & IO_URING_OP_SUPPORTED) features.opcodes_.set(i);
     }
+    features.sync_msg_ring_ = sends_sync_msg_ring(fd);
     ::close(fd);
-
-    // A sync MSG_RING to fd -1 fails with EBADF where the register opcode
-    // exists, and with EINVAL where it does not.
-    io_uring_sqe message;
-    std::memset(&message, 0, sizeof(message));
-    message.opcode = compat::op_msg_ring;
-    message.fd = -1;
-    features.sync_msg_ring_ =
-        ::syscall(__NR_io_uring_register, -1, compat::register_send_msg_ring, &message, 1) < 0 &&
-        errno == EBADF;
 
     features.setup_flags_ = probe_setup_flags();
     return features;
   }
 
+public:
+  /// Whether a sync MSG_RING (no ring of our own) reaches the ring `target`:
+  /// only success says so. (An error says nothing: older kernels look up
+  /// the fd -1 before the register opcode, and answer EBADF whether or not
+  /// they have it.) Posts one CQE to `target`.
+  static bool sends_sync_msg_ring(int target) noexcept {
+    io_uring_sqe message;
+    std::memset(&message, 0, sizeof(message));
+    message.opcode = compat::op_msg_ring;
+    message.fd = target;
+    return ::syscall(__NR_io_uring_register, -1, compat::register_send_msg_ring, &message, 1) == 0;
+  }
+
+private:
   /// Setup flags by trial. Every trial ring counts against RLIMIT_MEMLOCK
   /// (without CAP_IPC_LOCK) until the kernel frees it, some time after
   /// close: so try every flag in one ring first (SQPOLL in a second one:
