@@ -436,6 +436,166 @@ TEST_CASE("G4: a buffer unregistered while a read_fixed into it is parked keeps 
 
 // ---- buffers ------------------------------------------------------------------
 
+namespace {
+
+/// A guard whose destructor, on the scheduler thread, holds that thread
+/// until the test opens the gate: whatever the test submits meanwhile is
+/// pulled in one pass once it opens.
+struct scheduler_gate {
+  std::atomic<bool> held{false};
+  std::atomic<bool> open{false};
+};
+struct holding_guard {
+  std::shared_ptr<scheduler_gate> gate;
+  explicit holding_guard(std::shared_ptr<scheduler_gate> g) : gate(std::move(g)) {}
+  holding_guard(holding_guard&& other) noexcept : gate(std::move(other.gate)) {}
+  holding_guard& operator=(holding_guard&& other) noexcept {
+    gate = std::move(other.gate);
+    return *this;
+  }
+  ~holding_guard() {
+    if (!gate) return;
+    gate->held = true;
+    gate->held.notify_all();
+    while (!gate->open.load())
+      gate->open.wait(false);
+  }
+};
+
+/// Holds the scheduler thread (a nop whose guard blocks) until the returned
+/// function is called.
+std::function<void()> hold_scheduler(i2o2_test::any_handle& handle) {
+  auto gate = std::make_shared<scheduler_gate>();
+  REQUIRE(handle.submit(i2o2::op::nop{}, i2o2::any_guard(holding_guard(gate))).wait() == 0);
+  while (!gate->held.load())
+    gate->held.wait(false);
+  return [gate] {
+    gate->open = true;
+    gate->open.notify_all();
+  };
+}
+
+}  // namespace
+
+TEST_CASE("an op sent before an unregister, and pulled with it, still finds its registered file or buffer",
+          "[resources]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("op before unregister");
+  auto scheduler = i2o2_test::spawn_policy(policy, small_config(4, 4));
+  auto& handle = scheduler->handle();
+  i2o2_test::temp_file file;
+  REQUIRE(::pwrite(file.fd(), "hello", 5, 0) == 5);
+  std::array<char, 8> bytes{};
+  alignas(4096) static std::array<char, 4096> page{};
+
+  SECTION("a fixed-file read") {
+    const int index = handle.register_file(file.fd()).wait();
+    REQUIRE(index >= 0);
+    const i2o2::file_ref slot = i2o2::fixed_file(static_cast<unsigned>(index));
+    auto release = hold_scheduler(handle);
+    const pending read =
+        handle.submit(i2o2::op::read{.file = slot, .buf = bytes.data(), .len = 5, .offset = 0});
+    const pending unregister = handle.unregister_file(static_cast<unsigned>(index));
+    release();
+    CHECK(read.wait() == 5);
+    CHECK(std::string(bytes.data(), 5) == "hello");
+    CHECK(unregister.wait() == 0);
+    // Sent after the unregister resolved: the slot is empty.
+    CHECK(handle.submit(i2o2::op::read{.file = slot, .buf = bytes.data(), .len = 5, .offset = 0}).wait() ==
+          -EBADF);
+  }
+  SECTION("a read_fixed") {
+    const int index = handle.register_buffer(page.data(), page.size()).wait();
+    REQUIRE(index >= 0);
+    const auto buf_index = static_cast<std::uint16_t>(index);
+    auto release = hold_scheduler(handle);
+    const pending read = handle.submit(i2o2::op::read_fixed{
+        .file = file.fd(), .buf = page.data(), .len = 5, .offset = 0, .buf_index = buf_index});
+    const pending unregister = handle.unregister_buffer(static_cast<unsigned>(index));
+    release();
+    CHECK(read.wait() == 5);
+    CHECK(std::string(page.data(), 5) == "hello");
+    CHECK(unregister.wait() == 0);
+    CHECK(handle
+              .submit(i2o2::op::read_fixed{
+                  .file = file.fd(), .buf = page.data(), .len = 5, .offset = 0, .buf_index = buf_index})
+              .wait() == -EFAULT);
+  }
+}
+
+TEST_CASE("an unregister waits for a chain's later op that names the slot: the kernel looks it up only "
+          "when that op is issued",
+          "[resources]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("unregister behind a chain");
+  i2o2_test::pipe_pair pipe;
+  auto scheduler = i2o2_test::spawn_policy(policy, small_config(4, 4));
+  auto& handle = scheduler->handle();
+  i2o2_test::temp_file file;
+  REQUIRE(::pwrite(file.fd(), "hello", 5, 0) == 5);
+  std::array<char, 8> head_bytes{};
+  std::array<char, 8> bytes{};
+  alignas(4096) static std::array<char, 4096> page{};
+
+  const bool buffer = GENERATE(false, true);
+  CAPTURE(buffer);
+  const int index = buffer ? handle.register_buffer(page.data(), page.size()).wait()
+                           : handle.register_file(file.fd()).wait();
+  REQUIRE(index >= 0);
+  const auto slot = static_cast<unsigned>(index);
+  // The chain's head parks on the empty pipe; its second op names the slot.
+  const std::vector<i2o2::prepared_op> chain{
+      i2o2_test::pipe_read(pipe, head_bytes.data(), 1),
+      buffer ? i2o2::prepared_op(i2o2::op::read_fixed{.file = file.fd(),
+                                                      .buf = page.data(),
+                                                      .len = 5,
+                                                      .offset = 0,
+                                                      .buf_index = static_cast<std::uint16_t>(slot)})
+             : i2o2::prepared_op(i2o2::op::read{
+                   .file = i2o2::fixed_file(slot), .buf = bytes.data(), .len = 5, .offset = 0})};
+  const auto replies = handle.submit_chain(chain);
+  const pending unregister = buffer ? handle.unregister_buffer(slot) : handle.unregister_file(slot);
+  // Behind the unregister in the queue: once this resolves, the scheduler
+  // has taken the unregister (an earlier build ran it there and then).
+  REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
+  CHECK_FALSE(unregister.is_ready());
+
+  SECTION("the chain completes: its op found the slot, then the slot empties") {
+    pipe.feed("x", 1);
+    CHECK(replies[0].wait() == 1);
+    CHECK(replies[1].wait() == 5);
+    CHECK(std::string(buffer ? page.data() : bytes.data(), 5) == "hello");
+    CHECK(unregister.wait() == 0);
+  }
+  SECTION("a stop with a deadline cancels the chain, and the unregister still resolves") {
+    scheduler->stop(20ms);
+    CHECK(replies[0].wait() == -ECANCELED);
+    CHECK(replies[1].wait() == -ECANCELED);
+    CHECK(unregister.wait() == 0);
+  }
+}
+
+TEST_CASE("late_table_use names the slots an op may look up after its submitting enter", "[resources]") {
+  using i2o2::detail::late_table_use;
+  using i2o2::detail::table_use;
+  i2o2::prepared_op read = i2o2::op::read{.file = i2o2::fixed_file(3), .len = 1};
+  CHECK(late_table_use(read.sqe(), false).file == table_use::none);  // looked up in the enter
+  CHECK(late_table_use(read.sqe(), true).file == 3);                 // a chain's later op
+  i2o2::prepared_op async_read = i2o2::op::read{.file = i2o2::fixed_file(5), .options = {.will_block = true}};
+  CHECK(late_table_use(async_read.sqe(), false).file == 5);  // issued by an io-wq worker
+  CHECK(late_table_use(async_read.sqe(), false).buffer == table_use::none);
+  i2o2::prepared_op fixed = i2o2::op::read_fixed{.file = 7, .buf_index = 2};
+  CHECK(late_table_use(fixed.sqe(), true).buffer == 2);
+  CHECK(late_table_use(fixed.sqe(), true).file == table_use::none);  // a plain fd
+  i2o2::prepared_op send = i2o2::prepared_op::with_opcode(IORING_OP_SEND_ZC);
+  send.sqe().buf_index = 4;
+  CHECK(late_table_use(send.sqe(), true).buffer == table_use::none);
+  send.sqe().ioprio = IORING_RECVSEND_FIXED_BUF;
+  CHECK(late_table_use(send.sqe(), true).buffer == 4);
+}
+
 TEST_CASE("register_buffer resolves with an index that read_fixed and write_fixed use; "
           "unregister_buffer empties the slot and releases the guard once",
           "[resources][buffers]") {

@@ -207,7 +207,11 @@ public:
   }
 
   /// Empties registered-file slot `index`; resolves with 0, or with
-  /// `errc::not_registered`. Ops already using the file finish normally.
+  /// `errc::not_registered`. Every op sent before it finds the file: the
+  /// slot empties once none of them can still look it up (one not yet
+  /// submitted, a chain's later op or a `will_block` op waits for its
+  /// turn first), and ops already holding the file finish normally. Ops
+  /// sent after it may find the file until this reply resolves.
   template <class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> reply_type unregister_file(unsigned index,
                                                                          ReplyArgs&&... reply_args) {
@@ -232,7 +236,7 @@ public:
   }
 
   /// Empties registered-buffer slot `index`; resolves with 0, or with
-  /// `errc::not_registered`.
+  /// `errc::not_registered`. Ordered like `unregister_file`.
   template <class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> reply_type unregister_buffer(unsigned index,
                                                                            ReplyArgs&&... reply_args) {

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <list>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -182,6 +183,7 @@ private:
     const unsigned cap = submit_budget_.cap();
     unsigned io_placed = submit_budget_.unsubmitted();
     const unsigned io_before = io_placed;
+    run_due_unregisters(budget);
     const auto consume = [&](envelope_type& envelope) noexcept {
       if (envelope.kind != detail::envelope_kind::op) return control(envelope, budget);
       if (envelope.chain_length == 0) {  // a chain member: budgeted with its head
@@ -213,6 +215,7 @@ private:
     if (chain_members_missing_ == 0)
       while (!overflow.empty() && consume(overflow.front()))
         overflow.pop_front();
+    run_due_unregisters(budget);  // those just pulled, if no op of this pull could need their slot
     submit_budget_.placed(io_placed - io_before);
   }
 
@@ -222,8 +225,9 @@ private:
 
   /// One op into the ring; with `timed`, a LINK_TIMEOUT right behind it.
   void place(envelope_type& envelope, bool timed) noexcept {
-    const std::uint64_t user_data = slots_.insert(std::move(envelope.sender), std::move(envelope.guard),
-                                                  envelope.key, envelope.op.extra_out);
+    const std::uint64_t user_data = slots_.insert(
+        std::move(envelope.sender), std::move(envelope.guard), envelope.key, envelope.op.extra_out,
+        detail::late_table_use(envelope.op.sqe(), envelope.chain_length == 0));
     if (timed) envelope.op.sqe().flags |= IOSQE_IO_LINK;
     ring_.push(envelope.op, user_data);  // cannot fail: the budget counted free SQEs
     if (!timed) return;
@@ -283,16 +287,10 @@ private:
           detail::internal_kind::buffer_tag);
       return true;
     case kind::unregister_file:
-    case kind::unregister_buffer: {
-      // The kernel posts a tag CQE once the slot is unused: it needs room.
-      if (budget == 0) return false;
-      const auto index = static_cast<std::uint32_t>(envelope.key);
-      const int result =
-          envelope.kind == kind::unregister_file ? unregister_file(index) : unregister_buffer(index);
-      if (result == 0) --budget;
-      std::move(envelope.sender).complete(result);
+    case kind::unregister_buffer:
+      // Ops placed before it may not have looked the slot up yet.
+      unregisters_.push_back({std::move(envelope), slots_.placed_count()});
       return true;
-    }
     case kind::op: break;
     }
     return true;
@@ -316,6 +314,28 @@ private:
     std::move(envelope.sender).complete(static_cast<int>(*index));
   }
 
+  /// Runs the unregisters whose slot no op placed before them can still
+  /// look up: none of those waits unsubmitted in the SQ, and none is a
+  /// chain's later op or an IOSQE_ASYNC op naming it (detail/table_use.hpp).
+  /// Each needs CQ room for the tag CQE the kernel posts once the slot is
+  /// unused.
+  void run_due_unregisters(unsigned& budget) noexcept {
+    if (unregisters_.empty() || ring_.sq_pending() != 0) return;
+    for (auto request = unregisters_.begin(); request != unregisters_.end() && budget != 0;) {
+      envelope_type& envelope = request->envelope;
+      const bool file = envelope.kind == detail::envelope_kind::unregister_file;
+      const auto index = static_cast<std::uint32_t>(envelope.key);
+      if (slots_.may_look_up(file, index, request->placed_before)) {
+        ++request;
+        continue;
+      }
+      const int result = file ? unregister_file(index) : unregister_buffer(index);
+      if (result == 0) --budget;
+      std::move(envelope.sender).complete(result);
+      request = unregisters_.erase(request);
+    }
+  }
+
   /// Empties a slot. Its guard waits for the tag CQE (G4).
   int unregister_file(std::uint32_t index) noexcept {
     if (!files_.registered(index)) return result_of(errc::not_registered);
@@ -333,6 +353,10 @@ private:
   }
 
   void submit_or_wait(bool closing, std::uint32_t stops_seen) noexcept {
+    if (!unregisters_.empty() && ring_.sq_pending() != 0) {
+      enter(0);  // an unregister waits for these to be submitted, not for a completion
+      return;
+    }
     if (!nothing_queued()) {
       // More to pull: don't sleep, unless what is at the front cannot fit
       // yet and only a completion can make room: the CQ budget is spent, or
@@ -508,7 +532,7 @@ private:
   /// Closed, nobody mid-push, nothing queued, no op in flight.
   bool drained() noexcept {
     return state_->closed_and_quiet() && nothing_queued() && slots_.in_use() == 0 &&
-           link_timeouts_in_flight_ == 0 && ring_.sq_pending() == 0;
+           link_timeouts_in_flight_ == 0 && ring_.sq_pending() == 0 && unregisters_.empty();
   }
 
   /// Drained, and every registered resource's tag CQE is in (G4, G5).
@@ -604,6 +628,13 @@ private:
   unsigned chain_members_missing_ = 0;
   // The last pull stopped at an envelope that needs more room than is free.
   bool head_waits_for_room_ = false;
+  // Unregisters pulled but not run yet (run_due_unregisters), in order,
+  // each with the slot table's placed_count() when it was pulled.
+  struct pending_unregister {
+    envelope_type envelope;
+    std::uint64_t placed_before;
+  };
+  std::list<pending_unregister> unregisters_;  // a list: senders cannot be move-assigned
   // What submitting an IO op costs lately, and so how many one enter takes.
   detail::submit_budget submit_budget_{config_.submit_budget};
 };

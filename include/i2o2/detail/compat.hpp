@@ -20,6 +20,8 @@ inline constexpr std::uint8_t op_msg_ring = 40;    // Linux 5.18
 inline constexpr std::uint8_t op_futex_wait = 51;  // Linux 6.7
 inline constexpr std::uint8_t op_futex_wake = 52;  // Linux 6.7
 inline constexpr std::uint8_t op_ftruncate = 55;   // Linux 6.9
+inline constexpr std::uint8_t op_readv_fixed = 60;   // Linux 6.15
+inline constexpr std::uint8_t op_writev_fixed = 61;  // Linux 6.15
 
 // io_uring_register opcodes.
 inline constexpr unsigned register_enable_rings = 12;   // Linux 5.10

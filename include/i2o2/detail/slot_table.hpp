@@ -7,6 +7,7 @@
 
 #include "../guard.hpp"
 #include "../op.hpp"
+#include "table_use.hpp"
 #include "user_data.hpp"
 
 #include <linux/time_types.h>
@@ -33,7 +34,7 @@ public:
   /// Takes a free slot (the scheduler's CQ budget ensures there is one);
   /// returns the op's user_data.
   std::uint64_t insert(Sender&& sender, stored_guard_t<Guard>&& guard, std::uint64_t key,
-                       cqe_extra* extra_out = nullptr) noexcept {
+                       cqe_extra* extra_out = nullptr, table_use late_use = {}) noexcept {
     assert(!free_.empty());
     const std::uint32_t id = free_.back();
     free_.pop_back();
@@ -42,6 +43,8 @@ public:
     target.guard.emplace(std::move(guard));
     target.key = key;
     target.extra_out = extra_out;
+    target.late_use = late_use;
+    target.placed = placed_++;
     target.cancel_requested = false;
     target.busy = true;
     return user_data_of(id);
@@ -78,6 +81,19 @@ public:
     return std::nullopt;
   }
 
+  /// How many ops were ever inserted: a mark for `may_look_up`.
+  std::uint64_t placed_count() const noexcept { return placed_; }
+
+  /// Whether an op inserted before mark `placed_before` and still in flight
+  /// may yet look up slot `index` of the file (or buffer) table.
+  bool may_look_up(bool file, std::uint32_t index, std::uint64_t placed_before) const noexcept {
+    for (const slot& entry : slots_)
+      if (entry.busy && entry.placed < placed_before &&
+          (file ? entry.late_use.file : entry.late_use.buffer) == index)
+        return true;
+    return false;
+  }
+
   /// Storage for a linked timeout's timespec, alive until the op's CQE.
   __kernel_timespec& timeout_of(std::uint64_t user_data) noexcept {
     return slots_[index_of(user_data)].timeout;
@@ -101,6 +117,8 @@ private:
     std::optional<stored_guard_t<Guard>> guard;
     std::uint64_t key = 0;
     cqe_extra* extra_out = nullptr;  // the op's prepared_op::extra_out
+    table_use late_use{};            // slots it may look up after submission
+    std::uint64_t placed = 0;        // the table's placed_count() when inserted
     __kernel_timespec timeout{};
     std::uint32_t generation = 0;  // bumped on every completion
     bool cancel_requested = false;
@@ -120,6 +138,7 @@ private:
 
   std::vector<slot> slots_;
   std::vector<std::uint32_t> free_;
+  std::uint64_t placed_ = 0;
 };
 
 }  // namespace i2o2::detail
