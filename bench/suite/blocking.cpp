@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <memory>
 
 namespace bench {
 
@@ -28,13 +29,13 @@ rep_result randread(const plan& p, read_config config, std::chrono::milliseconds
   const unsigned threads = config.clients * config.qd;
   const run_length length{duration, samples_for(2e5, duration, threads, 1), 1};
   const auto result = run_clients(threads, length, [&](unsigned index) {
-    return [&, index](const std::atomic<bool>& stop, client_meter& meter) {
-      const aligned_buffer buffer(read_block);
-      random_blocks offsets(index + 1, blocks);
+    return [&, buffer = std::make_unique<aligned_buffer>(read_block),
+            offsets = random_blocks(client_seed(p.repetition, index), blocks)](const std::atomic<bool>& stop,
+                                                                               client_meter& meter) mutable {
       while (!stop.load(std::memory_order_relaxed)) {
         const auto started = meter.start();
         const auto offset = static_cast<off_t>(offsets.next() * read_block);
-        expect_result(result_of(::pread(file.get(), buffer.data(), read_block, offset)), read_block, impl);
+        expect_result(result_of(::pread(file.get(), buffer->data(), read_block, offset)), read_block, impl);
         meter.finish(started);
       }
     };
@@ -47,16 +48,16 @@ rep_result seqwrite(const plan& p, unsigned block) {
   const std::uint64_t count = p.write_size / block;
   const run_length length{std::nullopt, count + 16, 1};
   const auto result = run_clients(1, length, [&](unsigned) {
-    return [&](const std::atomic<bool>&, client_meter& meter) {
-      const aligned_buffer buffer(block);
-      for (std::uint64_t i = 0; i < count; ++i) {
-        const auto started = meter.start();
-        const auto offset = static_cast<off_t>(i * block);
-        expect_result(result_of(::pwrite(file.get(), buffer.data(), block, offset)), static_cast<int>(block),
-                      impl);
-        meter.finish(started);
-      }
-    };
+    return
+        [&, buffer = std::make_unique<aligned_buffer>(block)](const std::atomic<bool>&, client_meter& meter) {
+          for (std::uint64_t i = 0; i < count; ++i) {
+            const auto started = meter.start();
+            const auto offset = static_cast<off_t>(i * block);
+            expect_result(result_of(::pwrite(file.get(), buffer->data(), block, offset)),
+                          static_cast<int>(block), impl);
+            meter.finish(started);
+          }
+        };
   });
   ::fdatasync(file.get());  // untimed: the next repetition starts from clean pages
   return with_bytes(result, block);
@@ -67,11 +68,11 @@ rep_result append(const plan& p, std::chrono::milliseconds duration) {
   const file_descriptor file(p.append_file, O_WRONLY);
   const run_length length{duration, samples_for(1e5, duration, 1, 1), 1};
   const auto result = run_clients(1, length, [&](unsigned) {
-    return [&](const std::atomic<bool>& stop, client_meter& meter) {
-      const aligned_buffer buffer(append_block);
+    return [&, buffer = std::make_unique<aligned_buffer>(append_block)](const std::atomic<bool>& stop,
+                                                                        client_meter& meter) {
       for (off_t offset = 0; !stop.load(std::memory_order_relaxed); offset += append_block) {
         const auto started = meter.start();
-        expect_result(result_of(::pwrite(file.get(), buffer.data(), append_block, offset)), append_block,
+        expect_result(result_of(::pwrite(file.get(), buffer->data(), append_block, offset)), append_block,
                       impl);
         expect_result(::fdatasync(file.get()) == 0 ? 0 : -errno, 0, impl);
         meter.finish(started);

@@ -63,9 +63,18 @@ struct plan {
   std::uint64_t write_size = 0;
   /// append's file, emptied before every repetition.
   std::string append_file;
+  /// The repetition running (0: the warm-up), set by the driver before
+  /// each: it seeds randread's offsets (client_seed), so each repetition
+  /// reads other blocks while every implementation reads the same ones.
+  std::uint64_t repetition = 0;
 };
 
 // ---- cases -------------------------------------------------------------------
+
+/// The row name of i2o2::default_scheduler: its policies, like every other
+/// i2o2 row (i2o2_policies.hpp checks that they are the default's). --impls
+/// also takes "default" for it.
+inline constexpr const char* default_impl = "i2o2/mpsc_ring+eventfd+future";
 
 /// One row of a table: an implementation under one workload configuration.
 struct bench_case {
@@ -96,11 +105,6 @@ inline std::string case_label(const bench_case& c) {
   return c.workload + " " + c.impl + " c" + std::to_string(c.clients) + " q" + std::to_string(c.qd) +
          (c.block ? " b" + std::to_string(*c.block) : "");
 }
-
-/// Thrown by a case that cannot run here; the case is reported as skipped.
-struct skip_case {
-  std::string why;
-};
 
 /// MB/s from ops/s for an IO workload.
 inline rep_result with_bytes(rep_result result, unsigned block) {

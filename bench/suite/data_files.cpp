@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -108,6 +109,19 @@ void check_data_dir(const std::string& dir) {
   if (fd >= 0) ::close(fd);
   remove_data_file(probe);
   if (fd < 0) fail("--data-dir " + dir + " does not take O_DIRECT files: " + std::strerror(error));
+}
+
+void check_free_space(const std::string& dir, std::uint64_t bytes, const std::string& what) {
+  struct statvfs info {};
+  if (::statvfs(dir.c_str(), &info) != 0) fail("--data-dir " + dir + ": " + std::strerror(errno));
+  const std::uint64_t available = std::uint64_t{info.f_bavail} * info.f_frsize;
+  // Room for the file system's own blocks and whatever else writes there
+  // meanwhile: a tenth more, and at least 256 MiB.
+  const std::uint64_t margin = std::max<std::uint64_t>(bytes / 10, std::uint64_t{256} << 20);
+  if (available < bytes + margin)
+    fail("--data-dir " + dir + " has " + std::to_string(available >> 20) + " MiB free; " + what + " needs " +
+         std::to_string(bytes >> 20) + " MiB and a margin of " + std::to_string(margin >> 20) +
+         " MiB: free some space, pick another --data-dir, or a smaller --file-size");
 }
 
 std::string data_path(const std::string& dir, const std::string& name) {

@@ -27,6 +27,10 @@ private:
 /// tmpfs/ramfs) that accepts O_DIRECT.
 void check_data_dir(const std::string& dir);
 
+/// Fails the run, saying so, unless `dir` has room for `bytes` more (with a
+/// margin) for `what` ("the randread file", ...).
+void check_free_space(const std::string& dir, std::uint64_t bytes, const std::string& what);
+
 /// `dir`/i2o2-bench.<pid>.<name>, remembered for removal at exit.
 std::string data_path(const std::string& dir, const std::string& name);
 

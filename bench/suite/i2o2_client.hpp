@@ -10,6 +10,7 @@
 #include <i2o2/i2o2.hpp>
 #include <i2o2/reply/callback.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <optional>
@@ -149,17 +150,31 @@ private:
   std::vector<i2o2::prepared_op> ops_;
 };
 
+/// A client's bookkeeping for run_window and run_stream (when each slot's
+/// op started, which slots are in flight, the refill batch), made in the
+/// client's set-up so that the timed loops allocate nothing of their own.
+template <class Window, class Handle>
+struct client_slots {
+  explicit client_slots(unsigned qd) : started(qd), in_flight(qd), refill(qd) {}
+  std::vector<std::optional<bench_clock::time_point>> started;
+  std::vector<bool> in_flight;
+  refill_batch<Window, Handle> refill;
+};
+
 /// Keeps `qd` ops in flight until `stop`: waits for the oldest, takes it
 /// and every other reply already in, and refills those slots with
 /// `make_op(slot)` as one batch (a sliding window). Then drains. With
 /// `in_order` false, a pass first takes whatever has completed in any slot
-/// (reads finish out of order) and waits only when nothing has.
+/// (reads finish out of order) and waits only when nothing has. `slots`
+/// has room for `qd`.
 template <class Window, class Handle, class MakeOp>
-void run_window(Handle& handle, Window& window, unsigned qd, bool in_order, int expected, const char* impl,
-                const std::atomic<bool>& stop, client_meter& meter, MakeOp&& make_op) {
-  std::vector<std::optional<bench_clock::time_point>> started(qd);
-  std::vector<bool> in_flight(qd, true);
-  refill_batch<Window, Handle> refill(qd);
+void run_window(Handle& handle, Window& window, client_slots<Window, Handle>& slots, unsigned qd,
+                bool in_order, int expected, const char* impl, const std::atomic<bool>& stop,
+                client_meter& meter, MakeOp&& make_op) {
+  auto& started = slots.started;
+  auto& in_flight = slots.in_flight;
+  auto& refill = slots.refill;
+  std::fill(in_flight.begin(), in_flight.end(), true);
   for (unsigned slot = 0; slot < qd; ++slot) {
     started[slot] = meter.start();
     refill.add(slot, make_op(slot));
@@ -218,12 +233,12 @@ void run_window(Handle& handle, Window& window, unsigned qd, bool in_order, int 
 /// Issues `count` ops with `qd` in flight, in order (a write stream), then
 /// returns: fixed work rather than a fixed time. Waits for the oldest, takes
 /// it and the replies right behind it that are in, and refills their slots
-/// with the next ops of the stream as one batch.
+/// with the next ops of the stream as one batch. `slots` has room for `qd`.
 template <class Window, class Handle, class MakeOp>
-void run_stream(Handle& handle, Window& window, unsigned qd, std::uint64_t count, int expected,
-                const char* impl, client_meter& meter, MakeOp&& make_op) {
-  std::vector<std::optional<bench_clock::time_point>> started(qd);
-  refill_batch<Window, Handle> refill(qd);
+void run_stream(Handle& handle, Window& window, client_slots<Window, Handle>& slots, unsigned qd,
+                std::uint64_t count, int expected, const char* impl, client_meter& meter, MakeOp&& make_op) {
+  auto& started = slots.started;
+  auto& refill = slots.refill;
   std::uint64_t issued = 0;
   std::uint64_t done = 0;
   const auto issue = [&](unsigned slot) {

@@ -15,7 +15,7 @@ namespace bench {
 namespace {
 
 using scheduler = i2o2::default_scheduler;
-constexpr const char* impl = "i2o2/default";
+constexpr const char* impl = default_impl;
 
 rep_result randread(const plan& p, read_config config, std::chrono::milliseconds duration) {
   const file_descriptor file(p.read_file, O_RDONLY | O_DIRECT);
@@ -28,12 +28,14 @@ rep_result randread(const plan& p, read_config config, std::chrono::milliseconds
   }
   auto spawned = i2o2::spawn_scheduler<scheduler>();
   const run_length length{duration, samples_for(2e5, duration, config.clients, 1), 1};
+  using slots_type = client_slots<window_for<scheduler>, scheduler::handle_type>;
   const auto result = run_clients(config.clients, length, [&](unsigned index) {
-    return [&, index, handle = spawned.handle](const std::atomic<bool>& stop, client_meter& meter) mutable {
-      random_blocks offsets(index + 1, blocks);
+    return [&, index, handle = spawned.handle, slots = std::make_unique<slots_type>(config.qd),
+            offsets = random_blocks(client_seed(p.repetition, index), blocks)](const std::atomic<bool>& stop,
+                                                                               client_meter& meter) mutable {
       std::byte* base = buffers[index]->data();
       // Reads complete out of order: take whichever are done.
-      run_window(handle, *windows[index], config.qd, false, read_block, impl, stop, meter,
+      run_window(handle, *windows[index], *slots, config.qd, false, read_block, impl, stop, meter,
                  [&](unsigned slot) {
                    return i2o2::op::read{.file = file.get(),
                                          .buf = base + slot * read_block,
@@ -52,12 +54,17 @@ rep_result seqwrite(const plan& p, unsigned block) {
   const aligned_buffer buffer(std::size_t{write_qd} * block);
   auto spawned = i2o2::spawn_scheduler<scheduler>();
   const run_length length{std::nullopt, count + 16, 1};
+  using slots_type = client_slots<future_window<i2o2::handle>, i2o2::handle>;
   const auto result = run_clients(1, length, [&](unsigned) {
-    return [&, handle = spawned.handle](const std::atomic<bool>&, client_meter& meter) mutable {
-      run_stream(handle, window, write_qd, count, static_cast<int>(block), impl, meter, [&](std::uint64_t i) {
-        return i2o2::op::write{
-            .file = file.get(), .buf = buffer.at(i % write_qd * block), .len = block, .offset = i * block};
-      });
+    return [&, handle = spawned.handle, slots = std::make_unique<slots_type>(write_qd)](
+               const std::atomic<bool>&, client_meter& meter) mutable {
+      run_stream(handle, window, *slots, write_qd, count, static_cast<int>(block), impl, meter,
+                 [&](std::uint64_t i) {
+                   return i2o2::op::write{.file = file.get(),
+                                          .buf = buffer.at(i % write_qd * block),
+                                          .len = block,
+                                          .offset = i * block};
+                 });
     };
   });
   ::fdatasync(file.get());  // untimed: the next repetition starts from clean pages

@@ -35,10 +35,13 @@ rep_result i2o2_nops(unsigned clients, unsigned qd, std::chrono::milliseconds du
     windows.push_back(std::make_unique<window_type>(qd));
   auto spawned = spawn_or_skip<Scheduler>(std::move(cfg));
   const run_length length{duration, samples_for(4e6, duration, clients, 8), 8};
+  using slots_type = client_slots<window_type, typename Scheduler::handle_type>;
   return run_clients(clients, length, [&](unsigned index) {
-    return [&, handle = spawned.handle, window = windows[index].get()](const std::atomic<bool>& stop,
-                                                                       client_meter& meter) mutable {
-      run_window(handle, *window, qd, true, 0, impl, stop, meter, [](unsigned) { return i2o2::op::nop{}; });
+    return [&, handle = spawned.handle, window = windows[index].get(),
+            slots = std::make_unique<slots_type>(qd)](const std::atomic<bool>& stop,
+                                                      client_meter& meter) mutable {
+      run_window(handle, *window, *slots, qd, true, 0, impl, stop, meter,
+                 [](unsigned) { return i2o2::op::nop{}; });
     };
   });
 }
@@ -46,7 +49,7 @@ rep_result i2o2_nops(unsigned clients, unsigned qd, std::chrono::milliseconds du
 template <class Row>
 void add_row(std::vector<bench_case>& cases, const plan& p, Row row) {
   using scheduler = typename Row::scheduler;
-  const bool is_default = std::string_view(row.name) == "i2o2/default";
+  const bool is_default = std::string_view(row.name) == default_impl;
   for (unsigned clients : is_default ? p.sync_clients : p.policy_clients)
     cases.push_back({"nop_sync", row.name, clients, 1, std::nullopt,
                      [clients, name = row.name](std::chrono::milliseconds duration) {

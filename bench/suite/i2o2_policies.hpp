@@ -1,6 +1,8 @@
 #pragma once
 /// The i2o2 policy combinations the suite shows, and their row names
-/// (`i2o2/<queue>+<wait>+<reply>`; the default is `i2o2/default`).
+/// (`i2o2/<queue>+<wait>+<reply>`, the default's too: default_impl).
+
+#include "cases.hpp"
 
 #include <i2o2/i2o2.hpp>
 #include <i2o2/queue/mutex_ring.hpp>
@@ -10,11 +12,18 @@
 #include <i2o2/wait/spin.hpp>
 
 #include <tuple>
+#include <type_traits>
 
 namespace bench {
 
 template <class Queue, class Wait, class Reply>
 using scheduler_of = i2o2::basic_scheduler<Queue, Wait, Reply, i2o2::any_guard>;
+
+// The default's row is named after its policies (default_impl): keep the
+// name true if the default changes.
+static_assert(std::is_same_v<i2o2::default_scheduler,
+                             scheduler_of<i2o2::queue::mpsc_ring, i2o2::wait::eventfd, i2o2::reply::future>>,
+              "i2o2::default_scheduler changed: rename default_impl (cases.hpp)");
 
 /// A scheduler type and the name of its rows.
 template <class Scheduler>
@@ -29,7 +38,7 @@ struct policy_row {
 inline auto policy_rows() {
   using namespace i2o2;
   return std::tuple{
-      policy_row<default_scheduler>{"i2o2/default"},
+      policy_row<default_scheduler>{default_impl},
       policy_row<scheduler_of<queue::mpsc_ring, wait::futex, reply::future>>{"i2o2/mpsc_ring+futex+future"},
       policy_row<scheduler_of<queue::mpsc_ring, wait::msg_ring, reply::future>>{
           "i2o2/mpsc_ring+msg_ring+future"},

@@ -11,9 +11,10 @@
 //   seqwrite       buffered sequential writes, 4 KiB / 64 KiB / 1 MiB blocks
 //   append         4 KiB write + fdatasync chains
 //
-// i2o2 rows are named i2o2/<queue>+<wait>+<reply> (i2o2/default is
-// mpsc_ring+eventfd+future); the nop workloads also show the other policy
-// combinations, one policy changed at a time.
+// i2o2 rows are named i2o2/<queue>+<wait>+<reply> (the default scheduler's
+// row is i2o2/mpsc_ring+eventfd+future; --impls default picks it); the nop
+// workloads also show the other policy combinations, one policy changed at
+// a time.
 //
 // Each figure is the median of several repetitions, taken interleaved
 // across a workload's cases so that drift on a shared machine hits them all
@@ -44,20 +45,18 @@ plan make_plan(const options& opts) {
   if (p.policy_clients.empty()) p.policy_clients = {p.sync_clients.front(), p.sync_clients.back()};
   p.nop_duration = opts.duration.value_or(std::chrono::milliseconds(opts.quick ? 200 : 500));
   p.io_duration = opts.duration.value_or(std::chrono::milliseconds(opts.quick ? 300 : 2000));
-  const std::uint64_t size = opts.file_size.value_or(std::uint64_t{opts.quick ? 256U : 1024U} << 20);
-  p.read_file_size = size;
-  p.write_size = size;
+  // --quick: a 256 MiB randread file, and 64 MiB of seqwrite (36 rewrites
+  // of 256 MiB took a large share of the quick run's minute).
+  p.read_file_size = opts.file_size.value_or(std::uint64_t{opts.quick ? 256U : 1024U} << 20);
+  p.write_size = opts.file_size.value_or(std::uint64_t{opts.quick ? 64U : 1024U} << 20);
   return p;
 }
 
-/// --impls: a name, the name without "i2o2/", or "i2o2" for every i2o2 row.
+/// --impls: see impl_matches.
 bool impl_selected(const options& opts, const std::string& impl) {
-  if (opts.impls.empty()) return true;
-  for (const auto& wanted : opts.impls) {
-    if (impl == wanted || impl == "i2o2/" + wanted) return true;
-    if (wanted == "i2o2" && impl.starts_with("i2o2/")) return true;
-  }
-  return false;
+  return opts.impls.empty() ||
+         std::any_of(opts.impls.begin(), opts.impls.end(),
+                     [&](const std::string& wanted) { return impl_matches(impl, wanted); });
 }
 
 bool workload_selected(const options& opts, const std::string& workload) {
@@ -71,7 +70,7 @@ std::size_t workload_index(const std::string& workload) {
 }
 
 int impl_rank(const std::string& impl) {
-  if (impl == "i2o2/default") return 0;
+  if (impl == default_impl) return 0;
   if (impl.starts_with("i2o2/")) return 1;
   if (impl == "raw_liburing") return 2;
   if (impl == "fio") return 3;
@@ -87,6 +86,10 @@ std::vector<bench_case> make_cases(const options& opts, const plan& p) {
   add_fio_cases(cases, p);
   add_thread_pool_cases(cases, p);
   add_blocking_cases(cases, p);
+  std::vector<std::string> impls;
+  for (const auto& c : cases)
+    if (std::find(impls.begin(), impls.end(), c.impl) == impls.end()) impls.push_back(c.impl);
+  check_impls(opts, impls);
   std::erase_if(cases, [&](const bench_case& c) {
     return !workload_selected(opts, c.workload) || !impl_selected(opts, c.impl) ||
            case_label(c).find(opts.only) == std::string::npos;
@@ -139,13 +142,15 @@ private:
 };
 
 /// Runs one workload's cases: each once untimed (warm-up), then repetition
-/// by repetition, interleaving the cases.
-void run_workload(std::vector<bench_case*>& cases, const std::string& workload, int reps) {
+/// by repetition, interleaving the cases. `p.repetition` says which is
+/// running (0: the warm-up).
+void run_workload(std::vector<bench_case*>& cases, const std::string& workload, int reps, plan& p) {
   std::size_t steps = 0;
   for (const bench_case* c : cases)
     steps += static_cast<std::size_t>(reps) + (c->warm_up ? 1 : 0);
   progress shown(workload, steps);
   shown.round("warm-up");
+  p.repetition = 0;
   for (bench_case* c : cases) {
     if (!c->warm_up) continue;
     shown.step(*c, "warm-up");
@@ -154,6 +159,7 @@ void run_workload(std::vector<bench_case*>& cases, const std::string& workload, 
   for (int rep = 0; rep < reps; ++rep) {
     const std::string what = "repetition " + std::to_string(rep + 1) + "/" + std::to_string(reps);
     shown.round(what.c_str());
+    p.repetition = static_cast<std::uint64_t>(rep) + 1;
     for (bench_case* c : cases) {
       shown.step(*c, what.c_str());
       run_once(*c, c->duration, true);
@@ -161,11 +167,23 @@ void run_workload(std::vector<bench_case*>& cases, const std::string& workload, 
   }
 }
 
-/// Creates the files `workload` needs (untimed); returns what to remove.
+/// The disk space `workload`'s file takes (0: none). One workload's file
+/// exists at a time: each is removed before the next workload runs.
+std::uint64_t file_space(const std::string& workload, const plan& p) {
+  if (workload == "randread") return p.read_file_size;
+  if (workload == "seqwrite") return p.write_size;
+  if (workload == "append") return std::uint64_t{64} << 20;  // what reset_append_file preallocates
+  return 0;
+}
+
+/// Creates the files `workload` needs (untimed), once the data directory
+/// has room for them; returns what to remove.
 std::vector<std::string> prepare_files(const std::string& workload, const std::string& dir, plan& p) {
   const auto note = [](const char* what, std::uint64_t size) {
     std::fprintf(stderr, "%s (%llu MiB)...\n", what, static_cast<unsigned long long>(size >> 20));
   };
+  const std::uint64_t need = file_space(workload, p);
+  if (need != 0) check_free_space(dir, need, "the " + workload + " file");
   if (workload == "randread") {
     p.read_file = data_path(dir, "randread");
     note("creating the randread file", p.read_file_size);
@@ -204,17 +222,28 @@ int main(int argc, char** argv) {
                   c.clients, c.qd, c.block.value_or(0));
     return 0;
   }
-  const bool needs_files = std::any_of(cases.begin(), cases.end(), [](const bench_case& c) {
-    return c.workload == "randread" || c.workload == "seqwrite" || c.workload == "append";
-  });
-  if (needs_files) check_data_dir(opts.data_dir);
+  // The largest file of the selected workloads (one exists at a time):
+  // refuse now rather than after the workloads before it.
+  std::uint64_t largest_file = 0;
+  std::string largest_workload;
+  for (const auto& c : cases)
+    if (file_space(c.workload, p) > largest_file) {
+      largest_file = file_space(c.workload, p);
+      largest_workload = c.workload;
+    }
+  if (largest_file != 0) {
+    check_data_dir(opts.data_dir);
+    check_free_space(opts.data_dir, largest_file, "the " + largest_workload + " file");
+  }
 
-  std::printf("i2o2_bench: %u cpus, kernel %s, liburing %s; median of %d repetitions of %.1f s (nops), "
-              "%.1f s (randread, append); files of %llu MiB; spread = (max-min)/median of ops/s\n",
+  std::printf("i2o2_bench: %u cpus, kernel %s, liburing %s; median of %d repetitions of %.3g s (nops), "
+              "%.3g s (randread, append); a randread file of %llu MiB, seqwrite of %llu MiB; "
+              "spread = (max-min)/median of ops/s; %s is i2o2::default_scheduler\n",
               std::thread::hardware_concurrency(), kernel_release().c_str(), liburing_version().c_str(), reps,
               std::chrono::duration<double>(p.nop_duration).count(),
               std::chrono::duration<double>(p.io_duration).count(),
-              static_cast<unsigned long long>(p.read_file_size >> 20));
+              static_cast<unsigned long long>(p.read_file_size >> 20),
+              static_cast<unsigned long long>(p.write_size >> 20), default_impl);
   std::fflush(stdout);
 
   for (const auto& workload : workload_names()) {
@@ -223,7 +252,7 @@ int main(int argc, char** argv) {
       if (c.workload == workload) selected.push_back(&c);
     if (selected.empty()) continue;
     const auto files = prepare_files(workload, opts.data_dir, p);
-    run_workload(selected, workload, reps);
+    run_workload(selected, workload, reps, p);
     for (const auto& file : files)
       remove_data_file(file);
     print_table(cases, workload);

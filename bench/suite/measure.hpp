@@ -103,14 +103,26 @@ inline std::size_t samples_for(double rate, std::chrono::milliseconds duration, 
   return static_cast<std::size_t>(rate * seconds / every * 2 / clients) + 4096;
 }
 
+/// Thrown by a case that cannot run here, or whose repetition measured
+/// nothing; the case is reported as skipped, with `why`.
+struct skip_case {
+  std::string why;
+};
+
 /// Runs `clients` threads and measures them. Each thread calls
-/// `make_client(index)` (set-up, untimed), then all start together and run
-/// `body(stop, meter)`. ops/s = all ops / the time until the last client
-/// stopped counting.
+/// `make_client(index)`: the set-up, untimed, where everything a client
+/// allocates belongs (buffers, rings, slot vectors, its random offsets).
+/// Once every client is set up, the clock is read and only then are the
+/// clients released (an atomic flag), so no client starts its timed work
+/// before the start time; each then runs `body(stop, meter)`. ops/s = all
+/// ops / the time from the start until the last client stopped counting.
+/// A repetition that measured no time or completed no op throws skip_case
+/// rather than reporting 0 ops/s.
 template <class MakeClient>
 rep_result run_clients(unsigned clients, const run_length& length, MakeClient&& make_client) {
   std::atomic<bool> stop{false};
-  std::latch ready(static_cast<std::ptrdiff_t>(clients) + 1);
+  std::atomic<bool> go{false};
+  std::latch ready(static_cast<std::ptrdiff_t>(clients));
   std::vector<client_meter> meters;  // constructed one by one: a copy drops the capacity
   meters.reserve(clients);
   for (unsigned i = 0; i < clients; ++i)
@@ -120,13 +132,16 @@ rep_result run_clients(unsigned clients, const run_length& length, MakeClient&& 
   for (unsigned i = 0; i < clients; ++i) {
     threads.emplace_back([&, i] {
       auto body = make_client(i);
-      ready.arrive_and_wait();
+      ready.count_down();
+      go.wait(false, std::memory_order_acquire);
       body(stop, meters[i]);
       if (!meters[i].ended()) meters[i].stop_counting();
     });
   }
-  ready.arrive_and_wait();
+  ready.wait();
   const auto started = bench_clock::now();
+  go.store(true, std::memory_order_release);
+  go.notify_all();
   if (length.duration) {
     std::this_thread::sleep_for(*length.duration);
     stop.store(true, std::memory_order_relaxed);
@@ -143,17 +158,38 @@ rep_result run_clients(unsigned clients, const run_length& length, MakeClient&& 
     all_nanos.insert(all_nanos.end(), meter.nanos().begin(), meter.nanos().end());
   }
   const double elapsed = std::chrono::duration<double>(ended - started).count();
+  if (!(elapsed > 0)) throw skip_case{"a repetition measured no time (the clients ended as they started)"};
+  if (total_ops == 0) throw skip_case{"no op completed within a repetition (a longer --seconds may help)"};
   rep_result result;
-  result.ops_per_sec = elapsed > 0 ? static_cast<double>(total_ops) / elapsed : 0;
+  result.ops_per_sec = static_cast<double>(total_ops) / elapsed;
   result.p50_us = quantile(all_nanos, 0.50) / 1000.0;
   result.p99_us = quantile(all_nanos, 0.99) / 1000.0;
   return result;
 }
 
-/// A small fast generator for random offsets (xorshift64*).
+/// splitmix64's output function: a bijection of 64-bit words that spreads
+/// neighbouring inputs (seeds 2 and 3) over unrelated outputs.
+constexpr std::uint64_t splitmix64(std::uint64_t x) noexcept {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+/// The seed of client `client`'s offsets in repetition `repetition`:
+/// distinct for every (repetition, client) pair, the same for every
+/// implementation within one repetition.
+constexpr std::uint64_t client_seed(std::uint64_t repetition, unsigned client) noexcept {
+  return (repetition << 32) | client;
+}
+
+/// A small fast generator for random offsets (xorshift64*), its state the
+/// seed mixed by splitmix64: distinct seeds give distinct sequences.
 class random_blocks {
 public:
-  random_blocks(std::uint64_t seed, std::uint64_t blocks) : state_(seed | 1), blocks_(blocks) {}
+  random_blocks(std::uint64_t seed, std::uint64_t blocks) : state_(splitmix64(seed)), blocks_(blocks) {
+    if (state_ == 0) state_ = 0x9e3779b97f4a7c15ULL;  // xorshift's one fixed point
+  }
   /// A block index in [0, blocks).
   std::uint64_t next() noexcept {
     state_ ^= state_ >> 12;

@@ -2,6 +2,7 @@
 
 #include "cases.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
@@ -11,24 +12,28 @@ namespace bench {
 namespace {
 
 void print_usage() {
-  std::puts("usage: i2o2_bench [options]\n"
-            "  --quick            3 short repetitions, 256 MiB files: the whole run in about a minute\n"
-            "                     (default: 5 repetitions of 0.5 s (nops) / 2 s (IO), 1 GiB files)\n"
-            "  --json FILE        also write the results as JSON (schema 1)\n"
-            "  --plot FILE.png    plot nop_sync ops/s against clients with gnuplot\n"
-            "  --workloads LIST   comma-separated: nop_sync,nop_wake,nop_pipelined,randread,seqwrite,append\n"
-            "  --impls LIST       comma-separated: default, i2o2 (every i2o2 row), a policy row such as\n"
-            "                     mpsc_ring+futex+future, raw_liburing, thread_pool, blocking, fio\n"
-            "  --clients LIST     nop_sync client counts (default 1,2,4,8,16; policy rows use 1 and 16)\n"
-            "  --reps N           repetitions per figure (the median is reported)\n"
-            "  --seconds S        length of one repetition of a timed case\n"
-            "  --file-size SIZE   randread file and seqwrite amount, e.g. 512M, 1G\n"
-            "  --data-dir DIR     where the data files go (a disk, not tmpfs; default: .);\n"
-            "                     they are removed when the run ends\n"
-            "  --only TEXT        only the cases whose label \"workload impl c<clients> q<qd>[ b<block>]\"\n"
-            "                     contains TEXT, e.g. --only 'randread i2o2/default c1 q32' or\n"
-            "                     --only 'seqwrite raw_liburing c1 q16 b4096' (for profiling)\n"
-            "  --list             print the cases that would run, and exit");
+  std::puts(
+      "usage: i2o2_bench [options]\n"
+      "  --quick            3 short repetitions, a 256 MiB randread file and 64 MiB of seqwrite:\n"
+      "                     the whole run in about a minute (default: 5 repetitions of 0.5 s (nops)\n"
+      "                     / 2 s (IO), a 1 GiB randread file and 1 GiB of seqwrite)\n"
+      "  --json FILE        also write the results as JSON (schema 1)\n"
+      "  --plot FILE.png    plot nop_sync ops/s against clients with gnuplot\n"
+      "  --workloads LIST   comma-separated: nop_sync,nop_wake,nop_pipelined,randread,seqwrite,append\n"
+      "  --impls LIST       comma-separated: default (i2o2::default_scheduler, the row\n"
+      "                     i2o2/mpsc_ring+eventfd+future), i2o2 (every i2o2 row), a policy row\n"
+      "                     such as mpsc_ring+futex+future, raw_liburing, thread_pool, blocking, fio\n"
+      "  --clients LIST     nop_sync client counts (default 1,2,4,8,16; policy rows use 1 and 16)\n"
+      "  --reps N           repetitions per figure (the median is reported)\n"
+      "  --seconds S        length of one repetition of a timed case (at least 0.001)\n"
+      "  --file-size SIZE   randread file and seqwrite amount (both, --quick or not), e.g. 512M, 1G;\n"
+      "                     at least 16M, and it must fit in --data-dir's free space\n"
+      "  --data-dir DIR     where the data files go (a disk, not tmpfs; default: .);\n"
+      "                     they are removed when the run ends\n"
+      "  --only TEXT        only the cases whose label \"workload impl c<clients> q<qd>[ b<block>]\"\n"
+      "                     contains TEXT, e.g. --only 'randread i2o2/mpsc_ring+eventfd+future c1 q32'\n"
+      "                     or --only 'seqwrite raw_liburing c1 q16 b4096' (for profiling)\n"
+      "  --list             print the cases that would run, and exit");
 }
 
 [[noreturn]] void usage_error(const std::string& what) {
@@ -59,6 +64,9 @@ std::vector<unsigned> parse_counts(const std::string& text) {
 std::uint64_t parse_size(const std::string& text) {
   char* end = nullptr;
   const double value = std::strtod(text.c_str(), &end);
+  if (end == text.c_str())
+    usage_error("--file-size: bad size '" + text + "' (a number with K, M or G, e.g. 512M)");
+  if (!(value > 0)) usage_error("--file-size must be positive, not '" + text + "'");
   const std::string suffix(end);
   double scale = 1;
   if (suffix == "K" || suffix == "k")
@@ -69,9 +77,37 @@ std::uint64_t parse_size(const std::string& text) {
     scale = 1 << 30;
   else if (!suffix.empty())
     usage_error("--file-size: bad size '" + text + "'");
+  if (!(value * scale <= 0x1p50)) usage_error("--file-size '" + text + "' is too large");
   const auto bytes = static_cast<std::uint64_t>(value * scale) / (1 << 20) * (1 << 20);
   if (bytes < (std::uint64_t{16} << 20)) usage_error("--file-size must be at least 16M");
   return bytes;
+}
+
+/// "a, b, c".
+std::string joined(const std::vector<std::string>& names) {
+  std::string text;
+  for (const auto& name : names)
+    text += (text.empty() ? "" : ", ") + name;
+  return text;
+}
+
+/// --seconds: a positive number of seconds, at least 1 ms once rounded.
+std::chrono::milliseconds parse_seconds(const std::string& text) {
+  char* end = nullptr;
+  const double seconds = std::strtod(text.c_str(), &end);
+  if (end == text.c_str() || *end != '\0') usage_error("--seconds: bad number '" + text + "'");
+  if (!(seconds > 0.0)) usage_error("--seconds must be positive, not '" + text + "'");
+  if (!(seconds <= 3600.0)) usage_error("--seconds '" + text + "' is too long (at most 3600)");
+  const auto duration = std::chrono::milliseconds(static_cast<long>(seconds * 1000.0 + 0.5));
+  if (duration.count() < 1) usage_error("--seconds " + text + " rounds to 0 ms: give at least 0.001");
+  return duration;
+}
+
+/// A non-empty comma-separated list for `option`.
+std::vector<std::string> parse_list(const std::string& option, const std::string& text) {
+  auto items = split(text);
+  if (items.empty()) usage_error(option + " needs a comma-separated list");
+  return items;
 }
 
 }  // namespace
@@ -91,18 +127,16 @@ options parse_options(int argc, char** argv) {
     else if (arg == "--plot")
       result.plot_path = value();
     else if (arg == "--workloads")
-      result.workloads = split(value());
+      result.workloads = parse_list(arg, value());
     else if (arg == "--impls")
-      result.impls = split(value());
+      result.impls = parse_list(arg, value());
     else if (arg == "--clients")
       result.clients = parse_counts(value());
     else if (arg == "--reps")
       result.reps = std::atoi(value().c_str());
-    else if (arg == "--seconds") {
-      const double seconds = std::atof(value().c_str());
-      if (!(seconds > 0.0)) usage_error("--seconds must be positive");
-      result.duration = std::chrono::milliseconds(static_cast<long>(seconds * 1000.0 + 0.5));
-    } else if (arg == "--file-size")
+    else if (arg == "--seconds")
+      result.duration = parse_seconds(value());
+    else if (arg == "--file-size")
       result.file_size = parse_size(value());
     else if (arg == "--data-dir")
       result.data_dir = value();
@@ -122,9 +156,30 @@ options parse_options(int argc, char** argv) {
     bool known = false;
     for (const auto& name : workload_names())
       known = known || name == workload;
-    if (!known) usage_error("--workloads: unknown workload '" + workload + "'");
+    if (!known)
+      usage_error("--workloads: unknown workload '" + workload + "' (valid: " + joined(workload_names()) +
+                  ")");
   }
   return result;
+}
+
+void check_impls(const options& opts, const std::vector<std::string>& impls) {
+  for (const auto& wanted : opts.impls) {
+    const bool known = std::any_of(impls.begin(), impls.end(),
+                                   [&](const std::string& impl) { return impl_matches(impl, wanted); });
+    if (known) continue;
+    std::vector<std::string> valid{"i2o2 (every i2o2 row)", "default"};
+    for (const auto& impl : impls)
+      valid.push_back(impl.starts_with("i2o2/") ? impl.substr(5) : impl);
+    usage_error("--impls: unknown implementation '" + wanted + "' (valid: " + joined(valid) +
+                "; an i2o2 row also with its i2o2/ prefix)");
+  }
+}
+
+bool impl_matches(const std::string& impl, const std::string& wanted) {
+  if (impl == wanted || impl == "i2o2/" + wanted) return true;
+  if (wanted == "i2o2") return impl.starts_with("i2o2/");
+  return impl == default_impl && (wanted == "default" || wanted == "i2o2/default");
 }
 
 }  // namespace bench

@@ -27,4 +27,13 @@ struct options {
 /// Parses argv; prints usage and exits on --help or a bad argument.
 options parse_options(int argc, char** argv);
 
+/// Whether the row `impl` is one --impls `wanted` picks: its name, the name
+/// without "i2o2/", "i2o2" for every i2o2 row, "default" (or
+/// "i2o2/default") for the default scheduler's row.
+bool impl_matches(const std::string& impl, const std::string& wanted);
+
+/// Prints usage and exits unless every --impls name picks one of `impls`
+/// (every row name there is), listing the valid names.
+void check_impls(const options& opts, const std::vector<std::string>& impls);
+
 }  // namespace bench

@@ -18,6 +18,7 @@
 #include <liburing.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -79,9 +80,12 @@ private:
 
 // ---- nops ---------------------------------------------------------------------
 
-/// `batch` NOPs per enter. A sampled latency is one enter round trip.
+/// `batch` NOPs per enter. A sampled latency is one enter round trip. Like
+/// the i2o2 and thread_pool rows, one op in 8 is timed (one enter in
+/// 8 / batch); a batch of 8 or more is timed every enter.
 rep_result nops(unsigned batch, std::chrono::milliseconds duration) {
-  const run_length length{duration, samples_for(2e7 / batch, duration, 1, 1), 1};
+  const unsigned every = std::max(8 / batch, 1U);
+  const run_length length{duration, samples_for(2e7 / batch, duration, 1, every), every};
   return run_clients(1, length, [batch](unsigned) {
     // Created on the client thread: SINGLE_ISSUER makes it the ring's owner.
     return
@@ -107,13 +111,25 @@ struct stream_mode {
   bool enter_per_op;  // one io_uring_enter per re-issued op, rather than one per reap
 };
 
-/// Keeps `qd` ops in flight on one ring, re-issuing a slot when its op
-/// completes while `more()`; then drains. `issue(sqe, slot)` prepares a
-/// slot's next op; every op must resolve with `expected`.
+/// One client's ring, its IO buffer and its slots' start times, made in the
+/// client's set-up (on the client thread: SINGLE_ISSUER makes it the ring's
+/// owner), before timing.
+struct ring_client {
+  ring_client(unsigned entries, unsigned qd, std::size_t buffer_bytes)
+      : ring(entries), buffer(buffer_bytes), started(qd) {}
+  raw_ring ring;
+  aligned_buffer buffer;
+  std::vector<std::optional<bench_clock::time_point>> started;
+};
+
+/// Keeps `qd` ops in flight on the client's ring, re-issuing a slot when
+/// its op completes while `more()`; then drains. `issue(sqe, slot)`
+/// prepares a slot's next op; every op must resolve with `expected`.
 template <class More, class Issue>
-void keep_in_flight(raw_ring& ring, unsigned qd, int expected, client_meter& meter, stream_mode mode,
+void keep_in_flight(ring_client& client, unsigned qd, int expected, client_meter& meter, stream_mode mode,
                     More&& more, Issue&& issue) {
-  std::vector<std::optional<bench_clock::time_point>> started(qd);
+  raw_ring& ring = client.ring;
+  auto& started = client.started;
   unsigned in_flight = 0;
   const auto start_slot = [&](unsigned slot) {
     io_uring_sqe* sqe = ring.sqe();
@@ -143,28 +159,24 @@ void keep_in_flight(raw_ring& ring, unsigned qd, int expected, client_meter& met
   if (!meter.ended()) meter.stop_counting();
 }
 
-/// One randread client: a ring of its own with `qd` reads in flight.
-void read_client(int fd, std::uint64_t blocks, unsigned qd, unsigned index, const std::atomic<bool>& stop,
-                 client_meter& meter) {
-  raw_ring ring(std::max(qd, 8U));
-  const aligned_buffer buffer(std::size_t{qd} * read_block);
-  random_blocks offsets(index + 1, blocks);
-  keep_in_flight(
-      ring, qd, read_block, meter, {.timed = true, .enter_per_op = true},
-      [&] { return !stop.load(std::memory_order_relaxed); },
-      [&](io_uring_sqe* sqe, unsigned slot) {
-        io_uring_prep_read(sqe, fd, buffer.at(std::size_t{slot} * read_block), read_block,
-                           offsets.next() * read_block);
-      });
-}
-
 rep_result randread(const plan& p, read_config config, std::chrono::milliseconds duration) {
   const file_descriptor file(p.read_file, O_RDONLY | O_DIRECT);
   const std::uint64_t blocks = p.read_file_size / read_block;
   const run_length length{duration, samples_for(2e5, duration, config.clients, 1), 1};
   const auto result = run_clients(config.clients, length, [&](unsigned index) {
-    return [&, index](const std::atomic<bool>& stop, client_meter& meter) {
-      read_client(file.get(), blocks, config.qd, index, stop, meter);
+    // Each client: a ring of its own with `qd` reads in flight.
+    return [&,
+            client = std::make_unique<ring_client>(std::max(config.qd, 8U), config.qd,
+                                                   std::size_t{config.qd} * read_block),
+            offsets = random_blocks(client_seed(p.repetition, index), blocks)](const std::atomic<bool>& stop,
+                                                                               client_meter& meter) mutable {
+      keep_in_flight(
+          *client, config.qd, read_block, meter, {.timed = true, .enter_per_op = true},
+          [&] { return !stop.load(std::memory_order_relaxed); },
+          [&](io_uring_sqe* sqe, unsigned slot) {
+            io_uring_prep_read(sqe, file.get(), client->buffer.at(std::size_t{slot} * read_block), read_block,
+                               offsets.next() * read_block);
+          });
     };
   });
   return with_bytes(result, read_block);
@@ -175,15 +187,15 @@ rep_result seqwrite(const plan& p, unsigned block) {
   const std::uint64_t count = p.write_size / block;
   const run_length length{std::nullopt, count + 16, 1};
   const auto result = run_clients(1, length, [&](unsigned) {
-    return [&](const std::atomic<bool>&, client_meter& meter) {
-      raw_ring ring(write_qd);
-      const aligned_buffer buffer(std::size_t{write_qd} * block);
+    return [&, client = std::make_unique<ring_client>(write_qd, write_qd, std::size_t{write_qd} * block)](
+               const std::atomic<bool>&, client_meter& meter) {
       std::uint64_t issued = 0;
       keep_in_flight(
-          ring, write_qd, static_cast<int>(block), meter, {.timed = false, .enter_per_op = false},
+          *client, write_qd, static_cast<int>(block), meter, {.timed = false, .enter_per_op = false},
           [&] { return issued < count; },
           [&](io_uring_sqe* sqe, unsigned slot) {
-            io_uring_prep_write(sqe, file.get(), buffer.at(std::size_t{slot} * block), block, issued * block);
+            io_uring_prep_write(sqe, file.get(), client->buffer.at(std::size_t{slot} * block), block,
+                                issued * block);
             ++issued;
           });
     };
@@ -193,9 +205,9 @@ rep_result seqwrite(const plan& p, unsigned block) {
 }
 
 /// One append client: write linked to fdatasync, one chain per enter.
-void append_client(int fd, const std::atomic<bool>& stop, client_meter& meter) {
-  raw_ring ring(8);
-  const aligned_buffer buffer(append_block);
+void append_client(ring_client& client, int fd, const std::atomic<bool>& stop, client_meter& meter) {
+  raw_ring& ring = client.ring;
+  const aligned_buffer& buffer = client.buffer;
   for (std::uint64_t offset = 0; !stop.load(std::memory_order_relaxed); offset += append_block) {
     const auto started = meter.start();
     io_uring_sqe* write = ring.sqe();
@@ -220,8 +232,10 @@ rep_result append(const plan& p, std::chrono::milliseconds duration) {
   const file_descriptor file(p.append_file, O_WRONLY);
   const run_length length{duration, samples_for(1e5, duration, 1, 1), 1};
   const auto result = run_clients(1, length, [&](unsigned) {
-    return
-        [&](const std::atomic<bool>& stop, client_meter& meter) { append_client(file.get(), stop, meter); };
+    return [&, client = std::make_unique<ring_client>(8, 0, append_block)](const std::atomic<bool>& stop,
+                                                                           client_meter& meter) {
+      append_client(*client, file.get(), stop, meter);
+    };
   });
   return with_bytes(result, append_block);
 }

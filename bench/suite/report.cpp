@@ -33,15 +33,16 @@ struct table_spec {
 const std::vector<table_spec>& table_specs() {
   static const std::vector<table_spec> specs{
       {"nop_sync",
-       "each client submits one nop and waits for it; raw_liburing: one nop per enter",
+       "each client submits one nop and waits for it; raw_liburing: one client, one nop per enter (so a "
+       "ratio to it at 1 client only)",
        {"thread_pool", "raw_liburing"}},
       {"nop_wake",
        "one client, one nop at a time, the scheduler parked between ops (idle_spin 0): the wait "
        "strategy's wake-up; thread_pool: its worker sleeps between ops too",
        {"thread_pool"}},
       {"nop_pipelined",
-       "each client keeps 64 nops in flight (sliding window); raw_liburing: 64 per enter, latency = one "
-       "enter",
+       "each client keeps 64 nops in flight (sliding window); raw_liburing: one client, 64 per enter, "
+       "latency = one enter (a ratio to it at 1 client only)",
        {"thread_pool", "raw_liburing"}},
       {"randread",
        "4 KiB O_DIRECT reads at random offsets; qd = in flight per client; thread_pool: a worker per read "
@@ -57,20 +58,20 @@ const std::vector<table_spec>& table_specs() {
   return specs;
 }
 
-/// The `impl` row to compare `row` with: the same configuration if it has
-/// one; otherwise its only configuration (e.g. the single-threaded raw
-/// ring for every nop_sync client count); otherwise none.
+/// The `impl` row to compare `row` with: the one of the same configuration
+/// (clients, qd, block), or none, and the ratio prints "-" (raw_liburing's
+/// single-client nop rows, for one, have no match at W > 1). The one
+/// exception is by design: blocking's seqwrite is a pwrite loop, qd 1 where
+/// the others keep write_qd in flight, and it is compared with them (both
+/// ways) all the same: the same writes of the same blocks.
 const bench_case* baseline_for(const std::vector<bench_case>& cases, const bench_case& row,
                                const std::string& impl) {
-  const bench_case* only = nullptr;
-  int candidates = 0;
+  const bool any_qd = row.workload == "seqwrite" && (impl == "blocking" || row.impl == "blocking");
   for (const auto& c : cases) {
-    if (c.workload != row.workload || c.impl != impl || c.block != row.block || !measured(c)) continue;
-    if (c.clients == row.clients && c.qd == row.qd) return &c;
-    only = &c;
-    ++candidates;
+    if (c.workload != row.workload || c.impl != impl || !measured(c)) continue;
+    if (c.block == row.block && c.clients == row.clients && (c.qd == row.qd || any_qd)) return &c;
   }
-  return candidates == 1 ? only : nullptr;
+  return nullptr;
 }
 
 std::string format_rate(double ops) {

@@ -2,7 +2,9 @@
 // std::threads takes tasks from a mutex + condition_variable queue; each
 // task makes the blocking syscall (pread, pwrite, pwrite + fdatasync; a
 // trivial function for nops) and answers through a std::promise the client
-// waits on with a std::future.
+// waits on with a std::future. A client takes its replies as the i2o2
+// client does: the oldest first (nops, seqwrite), or, for reads, whichever
+// is ready (polled), blocking on the oldest only when none is.
 //
 // Workers: 2 for nops (one per core: nops never block, so more only
 // contend); for IO, one per op in flight (all clients' qd together), since
@@ -106,31 +108,76 @@ private:
   std::vector<std::thread> workers_;
 };
 
-/// Keeps `qd` calls in flight through `pool` (a sliding window: wait for
-/// the oldest, submit `make_call(slot)` in its place) until `more()` is
-/// false, then drains. With `timed`, stops counting at that point.
+/// One client's IO buffer, window of futures, and its slots' start times
+/// and submission order, made in the client's set-up, before timing.
+struct pool_client {
+  pool_client(unsigned qd, std::size_t buffer_bytes)
+      : buffer(buffer_bytes), window(qd), started(qd), submitted_as(qd) {}
+  aligned_buffer buffer;
+  std::vector<std::future<int>> window;
+  std::vector<std::optional<bench_clock::time_point>> started;
+  std::vector<std::uint64_t> submitted_as;  // submission number of each slot's call
+};
+
+/// How a client takes its replies.
+enum class order {
+  oldest_first,  // wait for the oldest call (nops, write streams: as the i2o2 client)
+  any_ready,     // take whichever calls are done, block only if none is (reads finish out of order)
+};
+
+/// Keeps `qd` calls in flight through `pool`, submitting `make_call(slot)`
+/// into each slot whose call was taken, until `more()` is false, then
+/// drains. With `timed`, stops counting at that point. `taking` says which
+/// reply is taken next: the oldest call's (a sliding window), or any that
+/// is ready, polling them all (wait_for 0) and blocking on the oldest only
+/// when none is, as the i2o2 client does for reads.
 template <class More, class MakeCall>
-void keep_in_flight(thread_pool& pool, unsigned qd, int expected, bool timed, client_meter& meter,
-                    More&& more, MakeCall&& make_call) {
-  std::vector<std::future<int>> window(qd);
-  std::vector<std::optional<bench_clock::time_point>> started(qd);
+void keep_in_flight(thread_pool& pool, pool_client& client, unsigned qd, int expected, bool timed,
+                    order taking, client_meter& meter, More&& more, MakeCall&& make_call) {
+  auto& window = client.window;
+  auto& started = client.started;
+  std::uint64_t submitted = 0;
   unsigned in_flight = 0;
-  for (unsigned slot = 0; slot < qd && more(); ++slot, ++in_flight) {
+  const auto submit = [&](unsigned slot) {
     started[slot] = meter.start();
+    client.submitted_as[slot] = submitted++;
     window[slot] = pool.submit(make_call(slot));
-  }
-  for (unsigned slot = 0; in_flight != 0; slot = (slot + 1) % qd) {
-    if (!window[slot].valid()) continue;  // retired, or never used
+    ++in_flight;
+  };
+  // Takes the reply of `slot` (its future becomes invalid) and refills it.
+  const auto take = [&](unsigned slot) {
     expect_result(window[slot].get(), expected, impl);
     --in_flight;
     if (!meter.ended()) meter.finish(started[slot]);
     if (!more()) {
       if (timed && !meter.ended()) meter.stop_counting();
-      continue;
+      return;
     }
-    started[slot] = meter.start();
-    window[slot] = pool.submit(make_call(slot));
-    ++in_flight;
+    submit(slot);
+  };
+  for (unsigned slot = 0; slot < qd && more(); ++slot)
+    submit(slot);
+  if (taking == order::oldest_first) {
+    for (unsigned slot = 0; in_flight != 0; slot = (slot + 1) % qd)
+      if (window[slot].valid()) take(slot);  // else retired, or never used
+    return;
+  }
+  while (in_flight != 0) {
+    bool took_any = false;
+    for (unsigned slot = 0; slot < qd; ++slot) {
+      if (!window[slot].valid() ||
+          window[slot].wait_for(std::chrono::seconds(0)) != std::future_status::ready)
+        continue;
+      take(slot);
+      took_any = true;
+    }
+    if (took_any) continue;
+    // Nothing is in: block on the oldest call.
+    unsigned oldest = qd;
+    for (unsigned slot = 0; slot < qd; ++slot)
+      if (window[slot].valid() && (oldest == qd || client.submitted_as[slot] < client.submitted_as[oldest]))
+        oldest = slot;
+    take(oldest);
   }
 }
 
@@ -138,10 +185,11 @@ rep_result nops(unsigned clients, unsigned qd, std::chrono::milliseconds duratio
   thread_pool pool(nop_workers);
   const run_length length{duration, samples_for(1e6, duration, clients, 8), 8};
   return run_clients(clients, length, [&](unsigned) {
-    return [&](const std::atomic<bool>& stop, client_meter& meter) {
+    return [&, client = std::make_unique<pool_client>(qd, 0)](const std::atomic<bool>& stop,
+                                                              client_meter& meter) {
       keep_in_flight(
-          pool, qd, 0, true, meter, [&] { return !stop.load(std::memory_order_relaxed); },
-          [](unsigned) { return io_call{call_nop}; });
+          pool, *client, qd, 0, true, order::oldest_first, meter,
+          [&] { return !stop.load(std::memory_order_relaxed); }, [](unsigned) { return io_call{call_nop}; });
     };
   });
 }
@@ -152,15 +200,16 @@ rep_result randread(const plan& p, read_config config, std::chrono::milliseconds
   thread_pool pool(config.clients * config.qd);
   const run_length length{duration, samples_for(2e5, duration, config.clients, 1), 1};
   const auto result = run_clients(config.clients, length, [&](unsigned index) {
-    return [&, index](const std::atomic<bool>& stop, client_meter& meter) {
-      const aligned_buffer buffer(std::size_t{config.qd} * read_block);
-      random_blocks offsets(index + 1, blocks);
+    return [&, client = std::make_unique<pool_client>(config.qd, std::size_t{config.qd} * read_block),
+            offsets = random_blocks(client_seed(p.repetition, index), blocks)](const std::atomic<bool>& stop,
+                                                                               client_meter& meter) mutable {
       keep_in_flight(
-          pool, config.qd, read_block, true, meter, [&] { return !stop.load(std::memory_order_relaxed); },
+          pool, *client, config.qd, read_block, true, order::any_ready, meter,
+          [&] { return !stop.load(std::memory_order_relaxed); },
           [&](unsigned slot) {
             const auto offset = static_cast<off_t>(offsets.next() * read_block);
-            return io_call{call_pread, file.get(), buffer.at(std::size_t{slot} * read_block), read_block,
-                           offset};
+            return io_call{call_pread, file.get(), client->buffer.at(std::size_t{slot} * read_block),
+                           read_block, offset};
           });
     };
   });
@@ -173,14 +222,16 @@ rep_result seqwrite(const plan& p, unsigned block) {
   thread_pool pool(write_qd);
   const run_length length{std::nullopt, count + 16, 1};
   const auto result = run_clients(1, length, [&](unsigned) {
-    return [&](const std::atomic<bool>&, client_meter& meter) {
-      const aligned_buffer buffer(std::size_t{write_qd} * block);
+    return [&, client = std::make_unique<pool_client>(write_qd, std::size_t{write_qd} * block)](
+               const std::atomic<bool>&, client_meter& meter) {
       std::uint64_t issued = 0;
       keep_in_flight(
-          pool, write_qd, static_cast<int>(block), false, meter, [&] { return issued < count; },
+          pool, *client, write_qd, static_cast<int>(block), false, order::oldest_first, meter,
+          [&] { return issued < count; },
           [&](unsigned slot) {
             const auto offset = static_cast<off_t>(issued++ * block);
-            return io_call{call_pwrite, file.get(), buffer.at(std::size_t{slot} * block), block, offset};
+            return io_call{call_pwrite, file.get(), client->buffer.at(std::size_t{slot} * block), block,
+                           offset};
           });
     };
   });
@@ -194,15 +245,16 @@ rep_result append(const plan& p, std::chrono::milliseconds duration) {
   thread_pool pool(1);
   const run_length length{duration, samples_for(1e5, duration, 1, 1), 1};
   const auto result = run_clients(1, length, [&](unsigned) {
-    return [&](const std::atomic<bool>& stop, client_meter& meter) {
-      const aligned_buffer buffer(append_block);
+    return [&, client = std::make_unique<pool_client>(1, append_block)](const std::atomic<bool>& stop,
+                                                                        client_meter& meter) {
       off_t offset = 0;
       keep_in_flight(
-          pool, 1, append_block, true, meter, [&] { return !stop.load(std::memory_order_relaxed); },
+          pool, *client, 1, append_block, true, order::oldest_first, meter,
+          [&] { return !stop.load(std::memory_order_relaxed); },
           [&](unsigned) {
             const off_t at = offset;
             offset += append_block;
-            return io_call{call_append, file.get(), buffer.data(), append_block, at};
+            return io_call{call_append, file.get(), client->buffer.data(), append_block, at};
           });
     };
   });
