@@ -267,6 +267,27 @@ TEST_CASE("a callback reply runs exactly once with scheduler_closed when its op 
   CHECK(result == i2o2::result_of(i2o2::errc::scheduler_closed));
 }
 
+TEMPLATE_TEST_CASE("a callback the scheduler runs while it pulls (a control request's reply) can submit more",
+                   "[policies]", i2o2::queue::mpsc_ring, i2o2::queue::mutex_ring) {
+  i2o2_test::watchdog dog("submit from a control reply's callback");
+  using scheduler = i2o2::basic_scheduler<TestType, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+  auto running = i2o2::spawn_scheduler<scheduler>({.registered_files = 1});
+  auto& handle = running.handle;
+  i2o2_test::pipe_pair pipe;
+  std::atomic<int> registered{-1};
+  std::atomic<int> inner{1};
+  // A register runs, and resolves, in the middle of taking the queue; its
+  // callback submits from the scheduler thread into that same queue (a
+  // mutex_ring that held its lock across the whole batch deadlocked here).
+  handle.register_file(pipe.read_end(), {}, [&](int index) noexcept {
+    registered.store(index);
+    handle.submit(i2o2::op::nop{}, {}, [&](int result) noexcept { inner.store(result); });
+  });
+  REQUIRE(i2o2_test::eventually([&] { return inner.load() != 1; }));
+  CHECK(registered.load() == 0);
+  CHECK(inner.load() == 0);
+}
+
 TEST_CASE("callback batches take one callable per op: each runs once with its op's result, and a count "
           "that does not match the ops throws and sends nothing",
           "[policies]") {

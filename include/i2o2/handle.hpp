@@ -195,8 +195,11 @@ public:
   /// (config::registered_files); resolves with the slot index, for
   /// `i2o2::fixed_file(index)`. `guard` lives until the file is
   /// unregistered and no op uses it any more (G4). A full table resolves
-  /// with `errc::resource_table_full`; a kernel refusal with its -errno
-  /// (the guard is then released at once).
+  /// with `errc::resource_table_full`, unless an unregister sent before
+  /// this request is still to run: then it waits for that slot (and so do
+  /// the requests queued behind it). A kernel refusal resolves with its
+  /// -errno (the guard is then released at once). The kernel takes `fd`
+  /// when the scheduler runs the request: keep it open until this resolves.
   template <class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> reply_type register_file(int fd, guard_arg guard = {},
                                                                        ReplyArgs&&... reply_args) {
@@ -223,7 +226,8 @@ public:
   /// slot of the buffer table (config::registered_buffers); resolves with
   /// the slot index, for `op::read_fixed` / `op::write_fixed`. The memory is
   /// pinned (counted against RLIMIT_MEMLOCK: past it, -ENOMEM). `guard`
-  /// lives until the buffer is unregistered and no op uses it any more.
+  /// lives until the buffer is unregistered and no op uses it any more. A
+  /// full table is handled as by `register_file`.
   template <class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> reply_type register_buffer(void* base, std::size_t length,
                                                                          guard_arg guard = {},

@@ -269,15 +269,14 @@ private:
       return true;
     }
     case kind::register_file:
-      register_resource(
+      return register_resource(
           files_, envelope,
           [&](std::uint32_t index, std::uint64_t tag) {
             return ring_.update_file(index, envelope.op.sqe().fd, tag);
           },
           detail::internal_kind::file_tag);
-      return true;
     case kind::register_buffer:
-      register_resource(
+      return register_resource(
           buffers_, envelope,
           [&](std::uint32_t index, std::uint64_t tag) {
             const iovec buffer{reinterpret_cast<void*>(envelope.op.sqe().addr),
@@ -285,33 +284,52 @@ private:
             return ring_.update_buffer(index, buffer, tag);
           },
           detail::internal_kind::buffer_tag);
-      return true;
     case kind::unregister_file:
     case kind::unregister_buffer:
       // Ops placed before it may not have looked the slot up yet.
       unregisters_.push_back({std::move(envelope), slots_.placed_count()});
+      run_due_unregisters(budget);
       return true;
     case kind::op: break;
     }
     return true;
   }
 
+  /// Returns false to leave the request queued: the table is full, but an
+  /// unregister sent before it will free a slot.
   template <class Update>
-  void register_resource(resources_type& table, envelope_type& envelope, Update&& update,
+  bool register_resource(resources_type& table, envelope_type& envelope, Update&& update,
                          detail::internal_kind tag_kind) noexcept {
-    const auto index = table.acquire();
+    auto index = table.acquire();
+    if (!index && table.awaiting_tag() != 0) {
+      // A slot no op holds posts its tag CQE within the unregister (Linux
+      // 6.13+): take it now rather than refuse.
+      reap();
+      index = table.acquire();
+    }
+    if (!index && unregister_pending(tag_kind == detail::internal_kind::file_tag)) {
+      head_waits_for_room_ = true;
+      return false;
+    }
     if (!index) {
       std::move(envelope.sender).complete(result_of(errc::resource_table_full));
-      return;  // the guard is released with the envelope
+      return true;  // the guard is released with the envelope
     }
     const int result = update(*index, detail::internal_user_data(tag_kind, *index));
     if (result < 0) {
       table.abort(*index);
       std::move(envelope.sender).complete(result);
-      return;
+      return true;
     }
     table.commit(*index, std::move(envelope.guard));
     std::move(envelope.sender).complete(static_cast<int>(*index));
+    return true;
+  }
+
+  bool unregister_pending(bool file) const noexcept {
+    return std::ranges::any_of(unregisters_, [file](const pending_unregister& request) {
+      return (request.envelope.kind == detail::envelope_kind::unregister_file) == file;
+    });
   }
 
   /// Runs the unregisters whose slot no op placed before them can still

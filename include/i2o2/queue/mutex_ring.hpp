@@ -5,6 +5,7 @@
 #include "concept.hpp"
 #include "mpsc_ring.hpp"  // detail::cache_line
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <memory>
@@ -45,18 +46,30 @@ public:
     return true;
   }
 
+  /// The one consumer. What is in when it starts is consumed outside the
+  /// lock: producers only write cells past those (they still count in the
+  /// size), and `consume` may push itself (a callback run on the scheduler
+  /// thread submitting more) without deadlocking on the lock.
   template <class Consume>
   std::size_t pop_batch(std::size_t max, Consume&& consume) noexcept {
-    std::lock_guard lock(locked_.mutex);
+    std::size_t head = 0;
+    std::size_t available = 0;
+    {
+      std::lock_guard lock(locked_.mutex);
+      head = locked_.head;
+      available = std::min(max, locked_.size);
+    }
     std::size_t popped = 0;
-    while (popped < max && locked_.size != 0) {
-      T* value = std::launder(reinterpret_cast<T*>(cells_[locked_.head].storage));
+    while (popped < available) {
+      T* value = std::launder(reinterpret_cast<T*>(cells_[(head + popped) % capacity_].storage));
       if (!consume(*value)) break;
       value->~T();
-      locked_.head = (locked_.head + 1) % capacity_;
-      --locked_.size;
       ++popped;
     }
+    if (popped == 0) return 0;
+    std::lock_guard lock(locked_.mutex);
+    locked_.head = (locked_.head + popped) % capacity_;
+    locked_.size -= popped;
     published_.size.store(locked_.size, std::memory_order_relaxed);
     return popped;
   }
