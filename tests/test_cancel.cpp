@@ -474,3 +474,50 @@ TEST_CASE("a deadline already past when the SQ is full of unsubmitted ops still 
   SECTION("msg_ring") { check_deadline_passed_with_a_full_sq<i2o2::wait::msg_ring>(); }
   SECTION("spin") { check_deadline_passed_with_a_full_sq<i2o2::wait::spin>(); }
 }
+
+TEST_CASE("an op of submit_many or submit_chain can be cancelled through its own reply", "[cancel]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("cancel a batch's op");
+  i2o2_test::pipe_pair first_pipe;
+  i2o2_test::pipe_pair second_pipe;
+  auto scheduler = i2o2_test::spawn_policy(policy, {.ring_depth = 8, .shutdown_deadline = 20ms});
+  auto& handle = scheduler->handle();
+  char first = 0;
+  char second = 0;
+  const std::vector<i2o2::prepared_op> ops{i2o2_test::pipe_read(first_pipe, &first, 1),
+                                           i2o2_test::pipe_read(second_pipe, &second, 1)};
+  SECTION("submit_many: the second op alone") {
+    const auto replies = handle.submit_many(ops);
+    REQUIRE(replies.size() == 2);
+    REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);  // both taken: parked on their pipes
+    CHECK(handle.cancel(replies[1]).wait() == 0);
+    CHECK(replies[1].wait() == -ECANCELED);
+    CHECK_FALSE(replies[0].is_ready());
+    first_pipe.feed("x", 1);
+    CHECK(replies[0].wait() == 1);
+  }
+  SECTION("submit_chain: the first op, and the link breaks") {
+    // (The kernel cannot find a chain's later op before it is issued: a
+    // cancel of it answers -ENOENT while the first is parked.)
+    const auto replies = handle.submit_chain(ops);
+    REQUIRE(replies.size() == 2);
+    REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
+    CHECK(handle.cancel(replies[0]).wait() == 0);
+    CHECK(replies[0].wait() == -ECANCELED);
+    CHECK(replies[1].wait() == -ECANCELED);
+  }
+}
+
+TEST_CASE("a future_reply move-assigned into a variable can still be cancelled", "[cancel]") {
+  i2o2_test::watchdog dog("cancel a move-assigned reply");
+  i2o2_test::pipe_pair pipe;
+  auto running = i2o2::spawn({.ring_depth = 8, .shutdown_deadline = 20ms});
+  auto& handle = running.handle;
+  char byte = 0;
+  i2o2::future_reply reply;
+  reply = handle.submit(i2o2_test::pipe_read(pipe, &byte, 1));
+  REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);  // taken: parked on the empty pipe
+  CHECK(handle.cancel(reply).wait() == 0);
+  CHECK(reply.wait() == -ECANCELED);
+}

@@ -128,6 +128,43 @@ TEST_CASE("a kernel without CQE32 refuses config.cqe32 unless told to skip it", 
   CHECK(handle.submit(nop).wait() == i2o2::result_of(i2o2::errc::needs_cqe32));
 }
 
+TEST_CASE("a kernel without sparse table registration (before 5.19) still gets its empty tables",
+          "[faults]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("sparse tables refused");
+  clear_faults cleanup;
+  fault_injection::get().refuse_sparse_tables(true);
+  auto scheduler =
+      i2o2_test::spawn_policy(policy, {.ring_depth = 8, .registered_files = 3, .registered_buffers = 2});
+  auto& handle = scheduler->handle();
+  i2o2_test::temp_file file;
+  REQUIRE(::pwrite(file.fd(), "hello", 5, 0) == 5);
+  // Empty slots: an op on one fails in the kernel, as with a sparse table.
+  char bytes[8] = {};
+  CHECK(handle.submit(i2o2::op::read{.file = i2o2::fixed_file(2), .buf = bytes, .len = 5, .offset = 0})
+            .wait() == -EBADF);
+  const int index = handle.register_file(file.fd()).wait();
+  REQUIRE(index >= 0);
+  CHECK(handle
+            .submit(i2o2::op::read{
+                .file = i2o2::fixed_file(static_cast<unsigned>(index)), .buf = bytes, .len = 5, .offset = 0})
+            .wait() == 5);
+  alignas(4096) static char page[4096];
+  const int buffer = handle.register_buffer(page, sizeof(page)).wait();
+  REQUIRE(buffer >= 0);
+  CHECK(handle
+            .submit(i2o2::op::read_fixed{.file = file.fd(),
+                                         .buf = page,
+                                         .len = 5,
+                                         .offset = 0,
+                                         .buf_index = static_cast<std::uint16_t>(buffer)})
+            .wait() == 5);
+  CHECK(std::string(page, 5) == "hello");
+  CHECK(handle.unregister_file(static_cast<unsigned>(index)).wait() == 0);
+  CHECK(handle.unregister_buffer(static_cast<unsigned>(buffer)).wait() == 0);
+}
+
 TEST_CASE("the sync MSG_RING probe believes only a message that arrived", "[faults][may_skip]") {
   using i2o2::detail::kernel_features;
   io_uring target{};

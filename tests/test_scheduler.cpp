@@ -404,3 +404,35 @@ TEST_CASE("submit_budget learns the least recent cost per op, and forgets it aft
   timed_enter(unlimited, 4, microseconds(40));
   CHECK(unlimited.cap() == 0);
 }
+
+TEST_CASE("ops submitted from the scheduler thread past a full queue keep their order", "[scheduler]") {
+  i2o2_test::watchdog dog("overflow order");
+  auto running =
+      i2o2::spawn_scheduler<callback_scheduler>(i2o2::config{.queue_capacity = 4, .ring_depth = 32});
+  auto& handle = running.handle;
+  std::vector<int> order;  // appended on the scheduler thread only, read after `done`
+  std::atomic<int> done{0};
+  struct record {
+    std::vector<int>* order;
+    std::atomic<int>* done;
+    int index;
+    void operator()(int) const noexcept {
+      order->push_back(index);
+      done->fetch_add(1);
+    }
+  };
+  auto* scheduler_handle = &handle;
+  handle.submit(i2o2::op::nop{}, {}, [scheduler_handle, &order, &done](int) noexcept {
+    // On the scheduler thread, the queue empty: three fit, a pair does not
+    // (it goes to the overflow list), and the single op after it must not
+    // overtake the pair.
+    for (int i = 0; i < 3; ++i)
+      scheduler_handle->submit(i2o2::op::nop{}, {}, record{&order, &done, i});
+    const std::vector<i2o2::prepared_op> pair(2, i2o2::prepared_op(i2o2::op::nop{}));
+    std::vector<record> pair_replies{record{&order, &done, 3}, record{&order, &done, 4}};
+    scheduler_handle->submit_many(pair, {}, pair_replies);
+    scheduler_handle->submit(i2o2::op::nop{}, {}, record{&order, &done, 5});
+  });
+  REQUIRE(i2o2_test::eventually([&] { return done.load() == 6; }));
+  CHECK(order == std::vector<int>{0, 1, 2, 3, 4, 5});
+}

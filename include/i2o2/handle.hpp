@@ -175,7 +175,9 @@ public:
   /// or its real result if it finished first; its guard is still released
   /// only on its own CQE. The returned reply carries the cancel's result:
   /// 0 (cancelled), -ENOENT (not in flight: already done, or not yet
-  /// sent), -EALREADY (running; it may still complete). A cancel gets
+  /// sent; a chain's later op also until the op before it completes:
+  /// cancel the chain's first op, and the rest fail with it), -EALREADY
+  /// (running; it may still complete). A cancel gets
   /// through even when ops that never finish fill every slot (the CQ keeps
   /// an entry for it), but the queue is first in, first out: behind an op
   /// still waiting for room, it waits too. Throws `scheduler_closed` after

@@ -92,7 +92,8 @@ constexpr file_ref fixed_file(unsigned index) noexcept { return file_ref::fixed(
 
 /// Options every op accepts.
 struct op_options {
-  /// IO priority (ioprio_set(2) encoding); 0 keeps the default.
+  /// IO priority (ioprio_set(2) encoding); 0 keeps the default. The kernel
+  /// honours it on reads and writes; other ops resolve -EINVAL with it set.
   std::uint16_t ioprio = 0;
   /// IOSQE_ASYNC: the op will block, so go straight to an io-wq worker
   /// instead of trying a non-blocking attempt first.

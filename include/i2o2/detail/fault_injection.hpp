@@ -4,7 +4,8 @@
 /// -EINTR, -EAGAIN or -EBUSY, or the next ring setup fail with -ENOMEM or
 /// -EPERM, without submitting anything, as the kernel may; or futex_waitv
 /// fail with -ENOSYS, as before Linux 5.16; or the next MSG_RING wake-ups
-/// fail (the wait::msg_ring strategy) without posting anything. (Pretending an older kernel's
+/// fail (the wait::msg_ring strategy) without posting anything; or sparse
+/// table registration be refused, as before Linux 5.19. (Pretending an older kernel's
 /// io_uring is kernel_features::pretend_missing.) Without I2O2_TESTING
 /// every hook is a constant and compiles away.
 
@@ -34,7 +35,10 @@ public:
     msg_ring_error_.store(error);
     msg_ring_failures_.store(count);
   }
+  /// Whether registering sparse tables fails with -EINVAL from now on.
+  void refuse_sparse_tables(bool refused) noexcept { sparse_refused_.store(refused); }
   void clear() noexcept {
+    sparse_refused_.store(false);
     msg_ring_failures_.store(0);
     enter_failures_.store(0);
     setup_error_.store(0);
@@ -53,6 +57,7 @@ public:
     injected_futex_waitv_.fetch_add(1);
     return true;
   }
+  bool take_sparse_refusal() noexcept { return sparse_refused_.load(std::memory_order_relaxed); }
   /// How many futex_waitv calls failed by injection so far.
   long injected_futex_waitvs() const noexcept { return injected_futex_waitv_.load(); }
 
@@ -78,17 +83,20 @@ private:
   std::atomic<int> msg_ring_error_{0};
   std::atomic<int> msg_ring_failures_{0};
   std::atomic<long> injected_msg_rings_{0};
+  std::atomic<bool> sparse_refused_{false};
 };
 
 inline int injected_enter_error() noexcept { return fault_injection::get().take_enter(); }
 inline int injected_setup_error() noexcept { return fault_injection::get().take_setup(); }
 inline bool injected_futex_waitv_missing() noexcept { return fault_injection::get().take_futex_waitv(); }
 inline int injected_msg_ring_error() noexcept { return fault_injection::get().take_msg_ring(); }
+inline bool injected_sparse_refusal() noexcept { return fault_injection::get().take_sparse_refusal(); }
 #else
 constexpr int injected_enter_error() noexcept { return 0; }
 constexpr int injected_setup_error() noexcept { return 0; }
 constexpr bool injected_futex_waitv_missing() noexcept { return false; }
 constexpr int injected_msg_ring_error() noexcept { return 0; }
+constexpr bool injected_sparse_refusal() noexcept { return false; }
 #endif
 
 }  // namespace i2o2::detail

@@ -25,6 +25,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace i2o2::detail {
 
@@ -121,15 +122,28 @@ public:
     if (result < 0) throw std::system_error(errno, std::system_category(), "i2o2: enabling the ring failed");
   }
 
+  /// Registers empty file and buffer tables. Sparse registration is Linux
+  /// 5.19; before it, the kernel refuses its flag (EINVAL) but takes a table
+  /// of -1 fds or empty iovecs (5.13+), which is the same thing.
   void register_sparse_tables(unsigned files, unsigned buffers) {
     if (files > 0) {
-      const int result = io_uring_register_files_sparse(&ring_, files);
+      int result = injected_sparse_refusal() ? -EINVAL : io_uring_register_files_sparse(&ring_, files);
+      if (result == -EINVAL) {
+        const std::vector<int> none(files, -1);
+        const std::vector<__u64> no_tags(files, 0);
+        result = io_uring_register_files_tags(&ring_, none.data(), no_tags.data(), files);
+      }
       if (result < 0)
         throw std::system_error(-result, std::system_category(),
                                 "i2o2: registering the sparse file table failed");
     }
     if (buffers > 0) {
-      const int result = io_uring_register_buffers_sparse(&ring_, buffers);
+      int result = injected_sparse_refusal() ? -EINVAL : io_uring_register_buffers_sparse(&ring_, buffers);
+      if (result == -EINVAL) {
+        const std::vector<iovec> none(buffers, iovec{nullptr, 0});
+        const std::vector<__u64> no_tags(buffers, 0);
+        result = io_uring_register_buffers_tags(&ring_, none.data(), no_tags.data(), buffers);
+      }
       if (result < 0)
         throw std::system_error(-result, std::system_category(),
                                 "i2o2: registering the sparse buffer table failed");
