@@ -198,8 +198,10 @@ public:
   /// `i2o2::fixed_file(index)`. `guard` lives until the file is
   /// unregistered and no op uses it any more (G4). A full table resolves
   /// with `errc::resource_table_full`, unless an unregister sent before
-  /// this request is still to run: then it waits for that slot (and so do
-  /// the requests queued behind it). A kernel refusal resolves with its
+  /// this request is about to run (it waits only for the ops before it to
+  /// be submitted): then it waits for that, and takes the slot if the
+  /// kernel has posted its tag CQE by then (at once from Linux 6.13 for a
+  /// slot no op holds). A kernel refusal resolves with its
   /// -errno (the guard is then released at once). The kernel takes `fd`
   /// when the scheduler runs the request: keep it open until this resolves.
   template <class... ReplyArgs>
@@ -213,10 +215,11 @@ public:
 
   /// Empties registered-file slot `index`; resolves with 0, or with
   /// `errc::not_registered`. Every op sent before it finds the file: the
-  /// slot empties once none of them can still look it up (one not yet
-  /// submitted, a chain's later op or a `will_block` op waits for its
-  /// turn first), and ops already holding the file finish normally. Ops
-  /// sent after it may find the file until this reply resolves.
+  /// slot empties once they are submitted and those the kernel issues
+  /// later (a chain's later ops, `will_block` ops, fsync, fallocate and
+  /// others it always hands to a worker) have completed; ops already
+  /// holding the file finish normally. Ops sent after it may find the file
+  /// until this reply resolves.
   template <class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> reply_type unregister_file(unsigned index,
                                                                          ReplyArgs&&... reply_args) {

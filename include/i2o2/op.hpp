@@ -36,7 +36,8 @@ struct prepared_op {
   std::int64_t timeout_ns = 0;  ///< op_options::timeout, for the scheduler.
   /// Receives the extra words of the op's (first) CQE; must outlive the op.
   /// On a ring without `config::cqe32` the reply resolves with
-  /// errc::needs_cqe32 and the op is not sent.
+  /// errc::needs_cqe32 and the op is not sent. An op resolved without a CQE
+  /// (never sent: closed, refused, a chain cut short) leaves it untouched.
   cqe_extra* extra_out = nullptr;
 
   /// A zeroed image (opcode 0 is IORING_OP_NOP).

@@ -285,11 +285,18 @@ private:
           },
           detail::internal_kind::buffer_tag);
     case kind::unregister_file:
-    case kind::unregister_buffer:
+    case kind::unregister_buffer: {
+      const auto& table = envelope.kind == kind::unregister_file ? files_ : buffers_;
+      const auto index = static_cast<std::uint32_t>(envelope.key);
+      if (!table.registered(index)) {
+        std::move(envelope.sender).complete(result_of(errc::not_registered));
+        return true;
+      }
       // Ops placed before it may not have looked the slot up yet.
-      unregisters_.push_back({std::move(envelope), slots_.placed_count()});
+      unregisters_.push_back({std::move(envelope), slots_.placed_count(), table.registration(index)});
       run_due_unregisters(budget);
       return true;
+    }
     case kind::op: break;
     }
     return true;
@@ -307,8 +314,8 @@ private:
       reap();
       index = table.acquire();
     }
-    if (!index && unregister_pending(tag_kind == detail::internal_kind::file_tag)) {
-      head_waits_for_room_ = true;
+    if (!index && unregister_due(tag_kind == detail::internal_kind::file_tag)) {
+      head_waits_for_room_ = true;  // it runs after the coming enter, or once the CQ has room
       return false;
     }
     if (!index) {
@@ -326,9 +333,16 @@ private:
     return true;
   }
 
-  bool unregister_pending(bool file) const noexcept {
-    return std::ranges::any_of(unregisters_, [file](const pending_unregister& request) {
-      return (request.envelope.kind == detail::envelope_kind::unregister_file) == file;
+  /// Whether an unregister of the file (or buffer) table is pending that
+  /// no op holds back: only unsubmitted SQEs or CQ room, both soon had.
+  /// (One that waits for an op to complete could wait for anything,
+  /// an op queued behind the register among them: that register is
+  /// refused instead.)
+  bool unregister_due(bool file) const noexcept {
+    return std::ranges::any_of(unregisters_, [&](const pending_unregister& request) {
+      const bool of_files = request.envelope.kind == detail::envelope_kind::unregister_file;
+      return of_files == file && !slots_.may_look_up(file, static_cast<std::uint32_t>(request.envelope.key),
+                                                     request.placed_before);
     });
   }
 
@@ -347,7 +361,13 @@ private:
         ++request;
         continue;
       }
-      const int result = file ? unregister_file(index) : unregister_buffer(index);
+      // Emptied meanwhile (op::close of the fixed file) and registered
+      // again: that newer registration is not this request's to end.
+      const auto& table = file ? files_ : buffers_;
+      const bool same = table.registered(index) && table.registration(index) == request->registration;
+      const int result = !same  ? result_of(errc::not_registered)
+                         : file ? unregister_file(index)
+                                : unregister_buffer(index);
       if (result == 0) --budget;
       std::move(envelope.sender).complete(result);
       request = unregisters_.erase(request);
@@ -405,7 +425,7 @@ private:
       // IOPOLL rings only complete by polling, and cannot hold the armed
       // wake op: poll while ops are in flight, sleep outside when idle.
       if (slots_.in_use() == 0 && ring_.sq_pending() == 0 && state_->overflow().empty() &&
-          state_->announce_park()) {
+          unregisters_.empty() && state_->announce_park()) {
         state_->wait().block();
         state_->end_park();
       } else {
@@ -651,6 +671,7 @@ private:
   struct pending_unregister {
     envelope_type envelope;
     std::uint64_t placed_before;
+    std::uint32_t registration;  // the table's registration() of the slot
   };
   std::list<pending_unregister> unregisters_;  // a list: senders cannot be move-assigned
   // What submitting an IO op costs lately, and so how many one enter takes.

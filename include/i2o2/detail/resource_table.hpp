@@ -33,6 +33,7 @@ public:
   void commit(std::uint32_t index, stored_guard_t<Guard>&& guard) noexcept {
     entries_[index].guard.emplace(std::move(guard));
     entries_[index].state = slot_state::registered;
+    ++entries_[index].registration;
     ++live_;
   }
   /// The kernel refused it: the slot is free again.
@@ -40,6 +41,10 @@ public:
 
   bool registered(std::uint32_t index) const noexcept {
     return index < entries_.size() && entries_[index].state == slot_state::registered;
+  }
+  /// Counts the registrations into `index`: tells one from the next.
+  std::uint32_t registration(std::uint32_t index) const noexcept {
+    return index < entries_.size() ? entries_[index].registration : 0;
   }
   /// Unregistered: the guard stays until `on_tag`.
   void release(std::uint32_t index) noexcept {
@@ -74,6 +79,7 @@ private:
   enum class slot_state : std::uint8_t { free, registered, releasing };
   struct entry {
     std::optional<stored_guard_t<Guard>> guard;
+    std::uint32_t registration = 0;
     slot_state state = slot_state::free;
   };
   std::vector<entry> entries_;

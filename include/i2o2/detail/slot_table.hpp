@@ -45,6 +45,7 @@ public:
     target.extra_out = extra_out;
     target.late_use = late_use;
     target.placed = placed_++;
+    if (late_use.file != table_use::none || late_use.buffer != table_use::none) ++late_in_flight_;
     target.cancel_requested = false;
     target.busy = true;
     return user_data_of(id);
@@ -67,6 +68,7 @@ public:
       done->sender.reset();
     }
     if (more) return;
+    if (done->late_use.file != table_use::none || done->late_use.buffer != table_use::none) --late_in_flight_;
     done->guard.reset();
     done->busy = false;
     ++done->generation;
@@ -87,6 +89,7 @@ public:
   /// Whether an op inserted before mark `placed_before` and still in flight
   /// may yet look up slot `index` of the file (or buffer) table.
   bool may_look_up(bool file, std::uint32_t index, std::uint64_t placed_before) const noexcept {
+    if (late_in_flight_ == 0) return false;
     for (const slot& entry : slots_)
       if (entry.busy && entry.placed < placed_before &&
           (file ? entry.late_use.file : entry.late_use.buffer) == index)
@@ -139,6 +142,7 @@ private:
   std::vector<slot> slots_;
   std::vector<std::uint32_t> free_;
   std::uint64_t placed_ = 0;
+  std::uint32_t late_in_flight_ = 0;  // ops in flight with a late table use
 };
 
 }  // namespace i2o2::detail

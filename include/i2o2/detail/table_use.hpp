@@ -3,8 +3,11 @@
 /// up after the enter that submits it. The kernel finds a fixed file or
 /// buffer when it issues an op: for most ops inside that enter, but for a
 /// chain's later ops when the op before them completes, and for IOSQE_ASYNC
-/// ops when an io-wq worker takes them. An unregister must wait for those,
-/// or they find the slot empty (-EBADF, -EFAULT).
+/// ops and those the kernel always hands to an io-wq worker (fsync,
+/// fallocate, ...) when a worker takes them. An unregister must wait for
+/// those, or they find the slot empty (-EBADF, -EFAULT). Not tracked: the
+/// second file of splice/tee (SPLICE_F_FD_IN_FIXED), which only op::raw
+/// can name.
 
 #include "compat.hpp"
 
@@ -18,11 +21,25 @@ struct table_use {
   std::uint32_t buffer = none;
 };
 
+/// Ops whose prep sets REQ_F_FORCE_ASYNC: they never run inline.
+inline bool always_punted(std::uint8_t opcode) noexcept {
+  switch (opcode) {
+  case IORING_OP_FSYNC:
+  case IORING_OP_SYNC_FILE_RANGE:
+  case IORING_OP_FALLOCATE:
+  case IORING_OP_FADVISE:
+  case IORING_OP_SPLICE:
+  case IORING_OP_TEE:
+  case compat::op_ftruncate: return true;
+  default: return false;
+  }
+}
+
 /// The slots `sqe` names that the kernel may look up after submission;
 /// `chain_member`: a chain's op after its first.
 inline table_use late_table_use(const io_uring_sqe& sqe, bool chain_member) noexcept {
   table_use use;
-  if (!chain_member && (sqe.flags & IOSQE_ASYNC) == 0) return use;
+  if (!chain_member && (sqe.flags & IOSQE_ASYNC) == 0 && !always_punted(sqe.opcode)) return use;
   if ((sqe.flags & IOSQE_FIXED_FILE) != 0) use.file = static_cast<std::uint32_t>(sqe.fd);
   bool fixed_buffer = false;
   switch (sqe.opcode) {

@@ -12,7 +12,9 @@
 ///     values in push order to `bool consume(T&)`, which moves what it needs
 ///     out of the value and returns true to take it, or false to leave it
 ///     at the front and stop (a chain that does not fit yet); returns the
-///     number taken. Taken values are destroyed by the queue;
+///     number taken. Taken values are destroyed by the queue. `consume` may
+///     push itself (it runs reply callbacks, which may submit): hold no
+///     lock a push takes while calling it;
 ///  5. `empty()`: scheduler thread only;
 ///  6. `capacity()`.
 /// A queue loses nothing, duplicates nothing and keeps each producer's order.
