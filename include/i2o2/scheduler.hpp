@@ -347,8 +347,9 @@ private:
   }
 
   /// Runs the unregisters whose slot no op placed before them can still
-  /// look up: none of those waits unsubmitted in the SQ, and none is a
-  /// chain's later op or an IOSQE_ASYNC op naming it (detail/table_use.hpp).
+  /// look up: none of those waits unsubmitted in the SQ, and none that the
+  /// kernel issues after submission (a chain's later op, an IOSQE_ASYNC op,
+  /// an fsync: detail/table_use.hpp) names it and is still in flight.
   /// Each needs CQ room for the tag CQE the kernel posts once the slot is
   /// unused.
   void run_due_unregisters(unsigned& budget) noexcept {
