@@ -11,10 +11,12 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -46,10 +48,20 @@ void remember(const std::string& path) {
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
   });
-  if (registered_count == static_cast<std::sig_atomic_t>(max_files)) fail("too many data files");
   if (path.size() >= sizeof(registered[0])) fail("data file path too long: " + path);
-  std::memcpy(registered[registered_count], path.c_str(), path.size() + 1);
-  registered_count = registered_count + 1;
+  // A slot that remove_data_file emptied first (fio's stderr file comes
+  // and goes with every fio run), else a new one.
+  std::sig_atomic_t slot = 0;
+  while (slot < registered_count && registered[slot][0] != '\0')
+    ++slot;
+  if (slot == static_cast<std::sig_atomic_t>(max_files)) fail("too many data files");
+  // The first character last: until it is written, the handler sees the
+  // slot empty rather than a partial path.
+  std::memcpy(registered[slot] + 1, path.c_str() + 1, path.size());
+  std::atomic_signal_fence(std::memory_order_release);
+  registered[slot][0] = path[0];
+  std::atomic_signal_fence(std::memory_order_release);
+  if (slot == registered_count) registered_count = registered_count + 1;
 }
 
 void write_all(int fd, const std::byte* data, std::size_t size, std::uint64_t offset,
@@ -103,12 +115,26 @@ void check_data_dir(const std::string& dir) {
     fail("--data-dir " + dir +
          " is on tmpfs/ramfs: O_DIRECT reads and buffered writes would not touch a disk; "
          "pick a directory on a disk (the default is the current directory)");
+  // Some file systems take the O_DIRECT open and refuse the IO itself:
+  // one aligned block written and read back, as randread will.
   const std::string probe = data_path(dir, "probe");
+  constexpr std::size_t block = 4096;
+  const std::unique_ptr<void, decltype(&std::free)> buffer(std::aligned_alloc(block, block), &std::free);
+  if (!buffer) fail("out of memory");
+  std::memset(buffer.get(), 0x5a, block);
   const int fd = ::open(probe.c_str(), O_RDWR | O_CREAT | O_DIRECT, 0644);
-  const int error = errno;
-  if (fd >= 0) ::close(fd);
+  int error = errno;
+  if (fd >= 0) {
+    errno = 0;  // a short transfer leaves it alone
+    if (::pwrite(fd, buffer.get(), block, 0) != static_cast<ssize_t>(block) ||
+        ::pread(fd, buffer.get(), block, 0) != static_cast<ssize_t>(block))
+      error = errno != 0 ? errno : EIO;
+    else
+      error = 0;
+    ::close(fd);
+  }
   remove_data_file(probe);
-  if (fd < 0) fail("--data-dir " + dir + " does not take O_DIRECT files: " + std::strerror(error));
+  if (error != 0) fail("--data-dir " + dir + " does not take O_DIRECT IO: " + std::strerror(error));
 }
 
 void check_free_space(const std::string& dir, std::uint64_t bytes, const std::string& what) {
@@ -129,6 +155,8 @@ std::string data_path(const std::string& dir, const std::string& name) {
   remember(path);
   return path;
 }
+
+void remove_at_exit(const std::string& path) { remember(path); }
 
 void reset_append_file(const std::string& path) {
   const file_descriptor fd(path, O_WRONLY | O_CREAT | O_TRUNC);

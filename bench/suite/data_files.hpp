@@ -34,6 +34,10 @@ void check_free_space(const std::string& dir, std::uint64_t bytes, const std::st
 /// `dir`/i2o2-bench.<pid>.<name>, remembered for removal at exit.
 std::string data_path(const std::string& dir, const std::string& name);
 
+/// Remembers `path` (a file made elsewhere) for removal at exit, also on
+/// SIGINT/SIGTERM, until remove_data_file.
+void remove_at_exit(const std::string& path);
+
 /// Creates `path` with `size` bytes of pseudo-random data, synced. For
 /// randread: written data (neither the file system nor a thin-provisioned
 /// disk can answer a read of it without reading). For seqwrite: the blocks

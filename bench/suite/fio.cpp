@@ -3,6 +3,7 @@
 // latency percentiles (lat_ns, not clat_ns) come from its JSON output.
 
 #include "cases.hpp"
+#include "data_files.hpp"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -64,12 +65,13 @@ public:
     if (fd >= 0) {
       ::close(fd);
       path_ = pattern;
+      remove_at_exit(path_);  // also if the run is interrupted while fio runs
     }
   }
   stderr_file(const stderr_file&) = delete;
   stderr_file& operator=(const stderr_file&) = delete;
   ~stderr_file() {
-    if (!path_.empty()) ::unlink(path_.c_str());
+    if (!path_.empty()) remove_data_file(path_);
   }
 
   /// The shell redirection of stderr into the file (or away, without one).
@@ -167,7 +169,11 @@ rep_result randread(const plan& p, read_config config, std::chrono::milliseconds
                               " --group_reporting --runtime=" + std::to_string(duration.count()) +
                               "ms --time_based --norandommap --randrepeat=0" +
                               " --lat_percentiles=1 --filename=" + shell_quoted(p.read_file) +
-                              " --size=" + std::to_string(p.read_file_size) + " --output-format=json";
+                              " --size=" + std::to_string(p.read_file_size) +
+                              // If the suite is killed while fio runs, fio
+                              // outlives it briefly: never recreate the data
+                              // file the suite removes on its way out.
+                              " --allow_file_create=0 --output-format=json";
   const command_output output = capture(command + errors.redirection(shell_quoted(errors.path())));
   // A failing fio skips its case (the run and the other cases go on),
   // saying why: what it printed on stderr.

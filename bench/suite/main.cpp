@@ -18,7 +18,8 @@
 //
 // Each figure is the median of several repetitions, taken interleaved
 // across a workload's cases so that drift on a shared machine hits them all
-// alike. `i2o2_bench --help` lists the options.
+// alike; each repetition rotates the order within a configuration.
+// `i2o2_bench --help` lists the options.
 
 #include "cases.hpp"
 #include "data_files.hpp"
@@ -94,7 +95,8 @@ std::vector<bench_case> make_cases(const options& opts, const plan& p) {
     return !workload_selected(opts, c.workload) || !impl_selected(opts, c.impl) ||
            case_label(c).find(opts.only) == std::string::npos;
   });
-  // Grouped by workload and configuration; within one, i2o2 first.
+  // Grouped by workload and configuration; within one, i2o2 first (the
+  // order of the tables; each repetition rotates it: in_turn).
   std::stable_sort(cases.begin(), cases.end(), [](const bench_case& a, const bench_case& b) {
     const auto key = [](const bench_case& c) {
       return std::tuple(workload_index(c.workload), c.block.value_or(0), c.clients,
@@ -141,6 +143,33 @@ private:
   bool tty_;
 };
 
+/// The cases measured side by side (one configuration: block, clients and,
+/// for randread, the queue depth), compared with each other.
+bool same_configuration(const bench_case& a, const bench_case& b) {
+  return a.workload == b.workload && a.block == b.block && a.clients == b.clients &&
+         (a.workload != "randread" || a.qd == b.qd);
+}
+
+/// `cases` (grouped by configuration, as make_cases sorts them) in the order
+/// repetition `rep` runs them: each configuration's group rotated by `rep`,
+/// so that no implementation always runs first, right after another
+/// configuration, or always just before another (a disk cache warmed, a
+/// dirty page cache left behind).
+std::vector<bench_case*> in_turn(const std::vector<bench_case*>& cases, std::size_t rep) {
+  std::vector<bench_case*> order;
+  order.reserve(cases.size());
+  for (std::size_t first = 0; first < cases.size();) {
+    std::size_t end = first + 1;
+    while (end < cases.size() && same_configuration(*cases[first], *cases[end]))
+      ++end;
+    const std::size_t size = end - first;
+    for (std::size_t i = 0; i < size; ++i)
+      order.push_back(cases[first + (rep + i) % size]);
+    first = end;
+  }
+  return order;
+}
+
 /// Runs one workload's cases: each once untimed (warm-up), then repetition
 /// by repetition, interleaving the cases. `p.repetition` says which is
 /// running (0: the warm-up).
@@ -160,7 +189,7 @@ void run_workload(std::vector<bench_case*>& cases, const std::string& workload, 
     const std::string what = "repetition " + std::to_string(rep + 1) + "/" + std::to_string(reps);
     shown.round(what.c_str());
     p.repetition = static_cast<std::uint64_t>(rep) + 1;
-    for (bench_case* c : cases) {
+    for (bench_case* c : in_turn(cases, static_cast<std::size_t>(rep))) {
       shown.step(*c, what.c_str());
       run_once(*c, c->duration, true);
     }

@@ -6,7 +6,7 @@
 // client does: the oldest first (nops, seqwrite), or, for reads, whichever
 // is ready (polled), blocking on the oldest only when none is.
 //
-// Workers: 2 for nops (one per core: nops never block, so more only
+// Workers: one per core for nops (nops never block, so more only
 // contend); for IO, one per op in flight (all clients' qd together), since
 // a worker blocked in pread holds one IO in flight at most.
 
@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <deque>
@@ -29,7 +30,8 @@ namespace bench {
 namespace {
 
 constexpr const char* impl = "thread_pool";
-constexpr unsigned nop_workers = 2;
+/// One worker per core, as a pool for non-blocking tasks is sized.
+unsigned nop_workers() { return std::max(1U, std::thread::hardware_concurrency()); }
 
 /// What a task does, with its arguments: a plain function pointer, no
 /// allocation beyond the promise's shared state.
@@ -182,7 +184,7 @@ void keep_in_flight(thread_pool& pool, pool_client& client, unsigned qd, int exp
 }
 
 rep_result nops(unsigned clients, unsigned qd, std::chrono::milliseconds duration) {
-  thread_pool pool(nop_workers);
+  thread_pool pool(nop_workers());
   const run_length length{duration, samples_for(1e6, duration, clients, 8), 8};
   return run_clients(clients, length, [&](unsigned) {
     return [&, client = std::make_unique<pool_client>(qd, 0)](const std::atomic<bool>& stop,
