@@ -6,6 +6,7 @@
 #include "any_scheduler.hpp"
 #include "proc_support.hpp"
 #include "support.hpp"
+#include "window_queues.hpp"
 
 #include <i2o2/reply/callback.hpp>
 
@@ -435,4 +436,32 @@ TEST_CASE("ops submitted from the scheduler thread past a full queue keep their 
   });
   REQUIRE(i2o2_test::eventually([&] { return done.load() == 6; }));
   CHECK(order == std::vector<int>{0, 1, 2, 3, 4, 5});
+}
+
+// Default policies but the queue (refusing: a push refused as full once, on
+// request), which must be built into a concrete scheduler type.
+TEST_CASE("a push refused as full that fits on its retry wakes the parked scheduler", "[scheduler]") {
+  // A refused producer announces that it waits for space, then tries once
+  // more before sleeping: the scheduler may have popped in between. When
+  // that retry succeeds, the scheduler (parked, nothing in flight) learns
+  // of the op only from the wake sent then: without it the nop's reply
+  // never comes, and the watchdog fails the test. Without the retry, the
+  // producer sleeps for space that no pop will announce.
+  i2o2_test::watchdog dog("push retried after full");
+  using scheduler_type =
+      i2o2::basic_scheduler<i2o2_test::refusing, i2o2::wait::eventfd, i2o2::reply::future, i2o2::any_guard>;
+  const std::string name = "i2o2-refusing";
+  auto running = i2o2::spawn_scheduler<scheduler_type>(
+      i2o2::config{.ring_depth = 8, .idle_spin = std::chrono::microseconds(0), .thread_name = name});
+  auto& handle = running.handle;
+  REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
+  const auto scheduler_tid = i2o2_test::thread_named(name);
+  REQUIRE(scheduler_tid);
+  // Asleep means parked: with nothing in flight it sleeps only there.
+  REQUIRE(i2o2_test::eventually([&] { return i2o2_test::run_state(*scheduler_tid) == 'S'; }));
+
+  const int refused_before = i2o2_test::refusing_record::refused.load();
+  i2o2_test::refusing_record::refuse_next.store(true);
+  CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
+  CHECK(i2o2_test::refusing_record::refused.load() == refused_before + 1);  // the window was open
 }
