@@ -369,6 +369,76 @@ TEST_CASE("a cancel gets through while parked reads hold every op slot", "[cance
   CHECK(bytes_left_in(pipe) == 0);
 }
 
+TEST_CASE("a cancel queued behind a read that waits for room reaches the parked read it names",
+          "[cancel][full]") {
+  // The read waiting for room would wait for ever (nothing else ends a
+  // parked read), and the cancel with it, were it not set aside.
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("cancel behind a read waiting for room");
+  i2o2_test::pipe_pair pipe;
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.queue_capacity = 16, .ring_depth = 4});
+  auto& handle = scheduler->handle();
+  std::array<char, 8> sinks{};
+  auto reads = fill_every_op_slot(handle, pipe, sinks);
+  auto waiting = handle.submit(pipe_read(pipe, &sinks[6], 1));  // no op slot left for it
+
+  std::vector<pending> cancels;
+  cancels.push_back(handle.cancel(reads.front()));
+  const auto cancel_results =
+      results_or_unstick(cancels, pipe, "the cancel stayed queued behind the read waiting for room");
+  CHECK(cancel_results == std::vector<int>{0});
+  CHECK(reads.front().wait() == -ECANCELED);
+
+  // The waiting read took the cancelled one's slot: the five others and it
+  // take a byte each.
+  pipe.feed("abcdef", 6);
+  for (std::size_t i = 1; i < reads.size(); ++i)
+    CHECK(reads[i].wait() == 1);
+  CHECK(waiting.wait() == 1);
+  CHECK(bytes_left_in(pipe) == 0);
+}
+
+TEST_CASE("a cancel sent while the ring and the queue are full of reads gets in and reaches its read",
+          "[cancel][full]") {
+  // The cancel's own push waits for queue space, which only the scheduler
+  // setting the waiting reads aside makes.
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("cancel into a full queue");
+  i2o2_test::pipe_pair pipe;
+  auto scheduler = i2o2_test::spawn_policy(policy, i2o2::config{.queue_capacity = 2, .ring_depth = 4});
+  auto& handle = scheduler->handle();
+  std::array<char, 8> sinks{};
+  auto reads = fill_every_op_slot(handle, pipe, sinks);
+  std::vector<pending> waiting;  // fill the queue (capacity 2) behind them
+  waiting.push_back(handle.submit(pipe_read(pipe, &sinks[6], 1)));
+  waiting.push_back(handle.submit(pipe_read(pipe, &sinks[7], 1)));
+  // Nothing can fit: with no cancel to reach, the reads stay queued.
+  CHECK(handle.try_submit(i2o2::op::nop{}).error == i2o2::errc::queue_full);
+
+  std::optional<pending> cancel;
+  std::atomic<bool> sent{false};
+  std::thread canceller([&] {
+    cancel.emplace(handle.cancel(reads.front()));
+    sent.store(true);
+  });
+  if (!eventually([&] { return sent.load(); }, 10s)) {
+    FAIL_CHECK("the cancel never got into the queue");
+    pipe.feed("unstuck!", 8);
+  }
+  canceller.join();
+  CHECK(cancel->wait() == 0);
+  CHECK(reads.front().wait() == -ECANCELED);
+
+  pipe.feed("abcdefg", 7);  // the five reads left, then the two that waited
+  for (std::size_t i = 1; i < reads.size(); ++i)
+    CHECK(reads[i].wait() == 1);
+  for (auto& read : waiting)
+    CHECK(read.wait() == 1);
+  CHECK(bytes_left_in(pipe) == 0);
+}
+
 TEST_CASE("stop with a deadline cancels parked reads that hold every op slot, and ops queued behind "
           "them",
           "[cancel][full][shutdown]") {

@@ -179,9 +179,11 @@ public:
   /// cancel the chain's first op, and the rest fail with it), -EALREADY
   /// (running; it may still complete). A cancel gets
   /// through even when ops that never finish fill every slot (the CQ keeps
-  /// an entry for it), but the queue is first in, first out: behind an op
-  /// still waiting for room, it waits too. Throws `scheduler_closed` after
-  /// shutdown, as submit.
+  /// an entry for it), also past ops queued ahead of it that wait for room
+  /// (the scheduler sets up to a queue's worth of them aside, in order, to
+  /// reach it), and into a full queue. One naming an op still waiting for
+  /// room waits behind that op, and then finds it. Throws
+  /// `scheduler_closed` after shutdown, as submit.
   template <class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> && requires(const reply_type& reply) {
     { reply.cancel_key() } -> std::convertible_to<std::uint64_t>;

@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <list>
 #include <memory>
 #include <optional>
@@ -174,6 +175,7 @@ private:
   /// more.
   void pull() noexcept {
     head_waits_for_room_ = false;
+    cancel_events_seen_ = state_->cancel_events();  // before looking at the queue
     // Members of a chain whose head an earlier pull took were budgeted then:
     // their SQEs are not free for anything else.
     const unsigned free_now = std::min(ring_.sq_space_left(), cq_room());
@@ -207,7 +209,38 @@ private:
       place(envelope, timed);
       return true;
     };
-    const std::size_t pulled = state_->queue().pop_batch(state_->queue().capacity(), consume);
+    // Set aside earlier behind an op that waited for room: their turn first.
+    while (!held_.empty() && consume(held_.front()))
+      held_.pop_front();
+    // Then the queue, in order; but when the op in front waits for room
+    // and a cancel is queued behind it, the ops in between are set aside
+    // (in order, up to a queue's worth) to reach the cancel: it may name
+    // an op in flight, and that op's end is what makes the room.
+    const auto take_queued = [&](envelope_type& envelope) noexcept {
+      const bool cancel = envelope.kind == detail::envelope_kind::cancel;
+      if (held_.empty()) {
+        if (consume(envelope)) {
+          if (cancel) state_->cancel_taken();
+          return true;
+        }
+        if (cancel || !head_waits_for_room_ || !state_->cancel_queued()) return false;
+      } else if (cancel) {
+        // One naming an op set aside waits in line behind it, as it would
+        // have in the queue; any other goes now.
+        if (!names_held_op(envelope.key)) {
+          if (!consume(envelope)) return false;  // no SQE or CQ entry for it yet
+          state_->cancel_taken();
+          return true;
+        }
+        state_->cancel_taken();
+      } else if (!state_->cancel_queued()) {
+        return false;  // no cancel left to reach: the rest stays queued
+      }
+      if (held_.size() >= state_->queue().capacity()) return false;
+      held_.push_back(std::move(envelope));
+      return true;
+    };
+    const std::size_t pulled = state_->queue().pop_batch(state_->queue().capacity(), take_queued);
     if (pulled != 0) state_->signal_space();
     // Then what the scheduler thread itself submitted past a full queue;
     // never between a chain's head and its members still being published.
@@ -221,7 +254,16 @@ private:
 
   /// Nothing waiting to be pulled (a claimed but unpublished envelope counts
   /// as nothing: its producer wakes us after publishing it).
-  bool nothing_queued() noexcept { return state_->queue().empty() && state_->overflow().empty(); }
+  bool nothing_queued() noexcept {
+    return state_->queue().empty() && state_->overflow().empty() && held_.empty();
+  }
+
+  /// Whether `key` names an op set aside (held_).
+  bool names_held_op(std::uint64_t key) const noexcept {
+    return key != 0 && std::ranges::any_of(held_, [key](const envelope_type& envelope) {
+             return envelope.kind == detail::envelope_kind::op && envelope.key == key;
+           });
+  }
 
   /// One op into the ring; with `timed`, a LINK_TIMEOUT right behind it.
   void place(envelope_type& envelope, bool timed) noexcept {
@@ -517,7 +559,7 @@ private:
       limit = unwakeable_drain_slice;
     } else if (!ring_.iopoll()) {
       // (IOPOLL rings cannot hold the wake op; their waits poll instead.)
-      announced = state_->wait().arm(ring_) && state_->announce_wait(stops_seen);
+      announced = state_->wait().arm(ring_) && state_->announce_wait(stops_seen, cancel_events_seen_);
       if (!announced) {
         enter(0);  // a stop came in meanwhile, or no SQE for the wake op: look again
         return;
@@ -665,6 +707,11 @@ private:
   unsigned link_timeouts_in_flight_ = 0;
   // Ops of the chain being pulled that producers have not published yet.
   unsigned chain_members_missing_ = 0;
+  // Envelopes taken from the queue, in order, behind an op that waits for
+  // room, so that a cancel queued behind them could be reached (pull()).
+  std::deque<envelope_type> held_;
+  // shared_state::cancel_events() as the last pull began.
+  std::uint32_t cancel_events_seen_ = 0;
   // The last pull stopped at an envelope that needs more room than is free.
   bool head_waits_for_room_ = false;
   // Unregisters pulled but not run yet (run_due_unregisters), in order,

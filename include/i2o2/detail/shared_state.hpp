@@ -13,6 +13,11 @@
 ///   never stranded and a late one is refused with scheduler_closed.
 /// - Space: a producer that finds the queue full sleeps on `space_epoch_`;
 ///   the scheduler bumps it after popping when someone waits.
+/// - Cancel: a cancel counts itself in `cancels_queued_` before pushing,
+///   so a scheduler whose queue front waits for room sets the ops behind it
+///   aside to reach the cancel. Its steps (counted in, pushed) also bump
+///   `cancel_events_` before their wake, which a scheduler about to sleep
+///   waiting for room rechecks: the cancel may be what makes that room.
 /// - Stop (G5): close() counts itself in `stop_requests_` after closing the
 ///   gate and setting the deadline, then wakes as a producer does. A
 ///   scheduler that sleeps for another reason than an empty queue (CQ room,
@@ -22,6 +27,7 @@
 #include "../errors.hpp"
 #include "cpu_relax.hpp"
 #include "dekker_fence.hpp"
+#include "envelope.hpp"
 #include "futex.hpp"
 #include "kernel_features.hpp"
 
@@ -71,31 +77,50 @@ public:
       leave_gate();
       return push_result::accepted;
     }
+    // A cancel counts itself in before it pushes: a scheduler whose queue
+    // front waits for room then sets the ops behind it aside to reach the
+    // cancel (which may end an op in flight, making that room), also when
+    // the queue is full and the cancel is still waiting to get in.
+    // Each step is also counted in `cancel_events_`, before the wake that
+    // follows it, since a scheduler waiting for room rechecks only that.
+    const bool cancel = items.size() == 1 && items.front().kind == envelope_kind::cancel;
+    if (cancel) {
+      cancels_queued_.fetch_add(1, std::memory_order_seq_cst);
+      cancel_events_.fetch_add(1, std::memory_order_seq_cst);
+    }
+    const auto refused = [&](push_result result) {
+      if (cancel) cancels_queued_.fetch_sub(1, std::memory_order_relaxed);
+      leave_gate();
+      return result;
+    };
     for (;;) {
       if (queue_.try_push_many(items)) {
+        if (cancel) cancel_events_.fetch_add(1, std::memory_order_seq_cst);
         // Wake from inside the gate: the scheduler cannot finish (and a wait
         // strategy cannot release what a wake touches) while we are in it.
         wake_scheduler();
         leave_gate();
         return push_result::accepted;
       }
-      if (!wait_for_space) {
-        leave_gate();
-        return push_result::full;
-      }
+      if (!wait_for_space) return refused(push_result::full);
       const std::uint32_t epoch = space_epoch_.load(std::memory_order_acquire);
       space_waiters_.fetch_add(1, std::memory_order_seq_cst);
       dekker_fence(space_waiters_);
       const bool closed = (gate_.load(std::memory_order_acquire) & closed_bit) != 0;
       if (!closed && !queue_.try_push_many(items)) {
+        // A scheduler waiting for CQ room must hear of a cancel it could
+        // make space for.
+        if (cancel) wake_scheduler();
         futex_wait(space_epoch_, epoch);
         space_waiters_.fetch_sub(1, std::memory_order_relaxed);
         continue;
       }
       space_waiters_.fetch_sub(1, std::memory_order_relaxed);
-      if (!closed) wake_scheduler();
+      if (closed) return refused(push_result::closed);
+      if (cancel) cancel_events_.fetch_add(1, std::memory_order_seq_cst);
+      wake_scheduler();
       leave_gate();
-      return closed ? push_result::closed : push_result::accepted;
+      return push_result::accepted;
     }
   }
 
@@ -170,17 +195,28 @@ public:
   /// Announces a sleep with work still queued (waiting for CQ room), or
   /// while closing: unlike announce_park, it may sleep with the queue not
   /// empty and the gate closed, but a close() since `stop_requests_seen`
-  /// (a new deadline, or the close itself) must not find it asleep. True
-  /// if it may sleep; producers and close() then wake it as for a park.
-  bool announce_wait(std::uint32_t stop_requests_seen) noexcept {
+  /// (a new deadline, or the close itself) must not find it asleep, nor a
+  /// cancel counted in or pushed since `cancel_events_seen` (read before
+  /// the queue was last looked at). True if it may sleep; producers and
+  /// close() then wake it as for a park.
+  bool announce_wait(std::uint32_t stop_requests_seen, std::uint32_t cancel_events_seen) noexcept {
     parked_.store(1, std::memory_order_relaxed);
-    dekker_fence(parked_);  // pairs with the fence in close()'s wake_scheduler()
-    if (stop_requests_.load(std::memory_order_relaxed) != stop_requests_seen) {
+    dekker_fence(parked_);  // pairs with the fence in close()'s and push()'s wake_scheduler()
+    if (stop_requests_.load(std::memory_order_relaxed) != stop_requests_seen ||
+        cancel_events_.load(std::memory_order_relaxed) != cancel_events_seen) {
       parked_.store(0, std::memory_order_relaxed);
       return false;
     }
     return true;
   }
+
+  /// Whether a cancel is in the queue, or on its way in. Any thread.
+  bool cancel_queued() const noexcept { return cancels_queued_.load(std::memory_order_seq_cst) > 0; }
+  /// How often a cancel was counted in or pushed: read before looking at
+  /// the queue, then passed to announce_wait.
+  std::uint32_t cancel_events() const noexcept { return cancel_events_.load(std::memory_order_seq_cst); }
+  /// Scheduler: a cancel left the queue.
+  void cancel_taken() noexcept { cancels_queued_.fetch_sub(1, std::memory_order_relaxed); }
 
   /// Scheduler: after popping, let producers waiting for space retry.
   void signal_space() noexcept {
@@ -242,6 +278,10 @@ private:
   std::atomic<std::size_t> handles_{0};
   std::atomic<std::int64_t> stop_deadline_{no_deadline};
   std::atomic<std::uint32_t> stop_requests_{0};
+  // Cancels pushed or being pushed that the scheduler has not taken yet,
+  // and how often one was counted in or pushed (touched only by cancels).
+  std::atomic<std::int32_t> cancels_queued_{0};
+  std::atomic<std::uint32_t> cancel_events_{0};
 };
 
 }  // namespace i2o2::detail
