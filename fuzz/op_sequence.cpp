@@ -145,14 +145,14 @@ public:
     cfg.submit_budget = budgets[cfg.queue_capacity % 4];
     ring_depth_ = cfg.ring_depth;
     if (trace())
-      std::fprintf(stderr, "op_sequence: ring_depth %u, queue_capacity %u, submit_budget %lld ns\n", cfg.ring_depth,
-                   cfg.queue_capacity, static_cast<long long>(cfg.submit_budget.count()));
+      std::fprintf(stderr, "op_sequence: ring_depth %u, queue_capacity %u, submit_budget %lld ns\n",
+                   cfg.ring_depth, cfg.queue_capacity, static_cast<long long>(cfg.submit_budget.count()));
 
-    for (auto& p : pipes_) {
+    for (auto* p : {&pipes_[0], &pipes_[1], &crowd_}) {
       int fds[2];
       if (::pipe(fds) != 0) fuzz_fail("pipe failed: %s", std::strerror(errno));
-      p.read_end = fds[0];
-      p.write_end = fds[1];
+      p->read_end = fds[0];
+      p->write_end = fds[1];
     }
     {
       auto [owner, handle] = i2o2::spawn(cfg);
@@ -162,9 +162,9 @@ public:
       finish(owner, handle);
     }
     check_all();
-    for (auto& p : pipes_) {
-      ::close(p.read_end);
-      ::close(p.write_end);
+    for (auto* p : {&pipes_[0], &pipes_[1], &crowd_}) {
+      ::close(p->read_end);
+      ::close(p->write_end);
     }
   }
 
@@ -184,7 +184,7 @@ private:
   }
 
   void step(i2o2::handle& handle) {
-    const int kind = input_.ConsumeIntegralInRange(0, 8);
+    const int kind = input_.ConsumeIntegralInRange(0, 9);
     if (trace()) std::fprintf(stderr, "op_sequence: step %d\n", kind);
     switch (kind) {
     case 0: {  // guarded nop, reply kept and checked at the end
@@ -214,6 +214,7 @@ private:
       if (r.destroyed.load() != 1) fuzz_fail("G3: the guard of an unsupported op was not released");
       break;
     }
+    case 9: crowd(handle); break;
     }
   }
 
@@ -314,6 +315,41 @@ private:
     if (!wait_destroyed(r)) fuzz_fail("G1: the guard of a cancelled read was not released");
     if (p.parked_on_page) page_busy_ = false;
     p.parked = nullptr;
+  }
+
+  /// More reads parked on a pipe of their own than the ring has room for:
+  /// the rest wait in the queue (try_submit, until it is full too). Then
+  /// each is cancelled in turn, waited for: the first while later ones
+  /// wait for room at the queue's front, so its cancel must get past them,
+  /// and each cancelled read frees the room the next one needs.
+  void crowd(i2o2::handle& handle) {
+    // Room for a crowd beside the two pipes' parked reads: at depth 4 the
+    // ring has 6 op slots.
+    if (ring_depth_ < 4) return;
+    const int count = input_.ConsumeIntegralInRange(1, 48);
+    std::vector<op_record*> sent;
+    for (int i = 0; i < count; ++i) {
+      auto& r = record("crowded pipe read");
+      i2o2::any_guard guard{counting_guard(&r, nullptr)};
+      auto attempt = handle.try_submit(
+          i2o2::op::read{.file = crowd_.read_end, .buf = r.buffer.data(), .len = 1}, std::move(guard));
+      if (!attempt) {
+        if (attempt.error() != i2o2::errc::queue_full)
+          fuzz_fail("try_submit of a crowded read failed: %s", attempt.error().message().c_str());
+        if (!guard.has_value()) fuzz_fail("a refused try_submit did not hand its guard back");
+        break;  // the guard dies here, once; the rest would be refused too
+      }
+      publish(r, std::move(*attempt));
+      sent.push_back(&r);
+    }
+    for (op_record* r : sent) {
+      auto cancel = handle.cancel(*r->reply);
+      const int result = wait_reply(cancel, "cancel of a crowded read");
+      if (result != 0) fuzz_fail("cancel of a crowded read resolved with %d, expected 0", result);
+      expect_now(*r, -ECANCELED);
+      r->expected = -ECANCELED;
+      if (!wait_destroyed(*r)) fuzz_fail("G1: the guard of a cancelled crowded read was not released");
+    }
   }
 
   void timed(i2o2::handle& handle) {
@@ -435,6 +471,7 @@ private:
   FuzzedDataProvider& input_;
   std::deque<op_record> records_;
   std::array<pipe_state, 2> pipes_;
+  pipe_state crowd_;  ///< crowd(): never fed, every read on it is cancelled
   std::uint32_t ring_depth_ = 0;
   bool page_busy_ = false;
   unsigned char next_byte_ = 1;

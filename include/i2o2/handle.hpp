@@ -180,9 +180,9 @@ public:
   /// (running; it may still complete). A cancel gets
   /// through even when ops that never finish fill every slot (the CQ keeps
   /// an entry for it), also past ops queued ahead of it that wait for room
-  /// (the scheduler sets up to a queue's worth of them aside, in order, to
-  /// reach it), and into a full queue. One naming an op still waiting for
-  /// room waits behind that op, and then finds it. Throws
+  /// (the scheduler sets them aside, in order, to reach it), and into a
+  /// full queue. One naming an op still waiting for room goes as soon as
+  /// that op is in the ring, and then finds it. Throws
   /// `scheduler_closed` after shutdown, as submit.
   template <class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> && requires(const reply_type& reply) {

@@ -175,7 +175,7 @@ private:
   /// more.
   void pull() noexcept {
     head_waits_for_room_ = false;
-    cancel_events_seen_ = state_->cancel_events();  // before looking at the queue
+    cancel_waits_for_sqe_ = false;
     // Members of a chain whose head an earlier pull took were budgeted then:
     // their SQEs are not free for anything else.
     const unsigned free_now = std::min(ring_.sq_space_left(), cq_room());
@@ -209,13 +209,31 @@ private:
       place(envelope, timed);
       return true;
     };
-    // Set aside earlier behind an op that waited for room: their turn first.
+    // Cancels whose op has gone into the ring since they came (never
+    // between a chain's ops: the cancel's SQE would join the chain); first,
+    // before ops take the SQEs.
+    const auto run_held_cancels = [&] {
+      if (chain_members_missing_ != 0) return;
+      for (auto cancel = held_cancels_.begin(); cancel != held_cancels_.end();) {
+        if (names_held_op(cancel->key)) {
+          ++cancel;
+        } else if (consume(*cancel)) {
+          cancel = held_cancels_.erase(cancel);
+        } else {
+          break;  // no SQE or CQ entry for it yet
+        }
+      }
+    };
+    run_held_cancels();
+    // Set aside earlier behind an op that waited for room: their turn next.
     while (!held_.empty() && consume(held_.front()))
       held_.pop_front();
+    run_held_cancels();
     // Then the queue, in order; but when the op in front waits for room
-    // and a cancel is queued behind it, the ops in between are set aside
-    // (in order, up to a queue's worth) to reach the cancel: it may name
-    // an op in flight, and that op's end is what makes the room.
+    // and a cancel is queued behind it, or waits to get into a full queue,
+    // the ops in between are set aside (in order) to reach the cancel: it
+    // may name an op in flight, and that op's end is what makes the room.
+    // They are what producers sent meanwhile, held here instead of queued.
     const auto take_queued = [&](envelope_type& envelope) noexcept {
       const bool cancel = envelope.kind == detail::envelope_kind::cancel;
       if (held_.empty()) {
@@ -225,29 +243,37 @@ private:
         }
         if (cancel || !head_waits_for_room_ || !state_->cancel_queued()) return false;
       } else if (cancel) {
-        // One naming an op set aside waits in line behind it, as it would
-        // have in the queue; any other goes now.
-        if (!names_held_op(envelope.key)) {
-          if (!consume(envelope)) return false;  // no SQE or CQ entry for it yet
-          state_->cancel_taken();
-          return true;
+        // One naming an op set aside waits until that op is in the ring
+        // (held_cancels_), as it would have behind it in the queue; any
+        // other goes now.
+        if (names_held_op(envelope.key)) {
+          held_cancels_.push_back(std::move(envelope));
+        } else if (!consume(envelope)) {
+          return false;  // no SQE or CQ entry for it yet
         }
         state_->cancel_taken();
+        return true;
       } else if (!state_->cancel_queued()) {
         return false;  // no cancel left to reach: the rest stays queued
       }
-      if (held_.size() >= state_->queue().capacity()) return false;
       held_.push_back(std::move(envelope));
       return true;
     };
     const std::size_t pulled = state_->queue().pop_batch(state_->queue().capacity(), take_queued);
     if (pulled != 0) state_->signal_space();
+    run_held_cancels();  // their ops may have been placed just now
     // Then what the scheduler thread itself submitted past a full queue;
     // never between a chain's head and its members still being published.
     auto& overflow = state_->overflow();
     if (chain_members_missing_ == 0)
-      while (!overflow.empty() && consume(overflow.front()))
+      while (!overflow.empty()) {
+        envelope_type& envelope = overflow.front();
+        if (envelope.kind == detail::envelope_kind::cancel && names_held_op(envelope.key))
+          held_cancels_.push_back(std::move(envelope));  // its op is not in the ring yet
+        else if (!consume(envelope))
+          break;
         overflow.pop_front();
+      }
     run_due_unregisters(budget);  // those just pulled, if no op of this pull could need their slot
     submit_budget_.placed(io_placed - io_before);
   }
@@ -255,7 +281,7 @@ private:
   /// Nothing waiting to be pulled (a claimed but unpublished envelope counts
   /// as nothing: its producer wakes us after publishing it).
   bool nothing_queued() noexcept {
-    return state_->queue().empty() && state_->overflow().empty() && held_.empty();
+    return state_->queue().empty() && state_->overflow().empty() && held_.empty() && held_cancels_.empty();
   }
 
   /// Whether `key` names an op set aside (held_).
@@ -301,7 +327,11 @@ private:
         return true;
       }
       // A cancel may take the CQ entry user ops leave free.
-      if (ring_.sq_space_left() == 0 || cq_room_for_cancel() == 0) return false;
+      if (cq_room_for_cancel() == 0) return false;
+      if (ring_.sq_space_left() == 0) {
+        cancel_waits_for_sqe_ = true;  // the coming enter frees the SQ: no sleeping before it
+        return false;
+      }
       if (budget != 0) --budget;
       envelope.op.sqe().opcode = IORING_OP_ASYNC_CANCEL;
       envelope.op.sqe().fd = -1;
@@ -443,7 +473,10 @@ private:
       // yet and only a completion can make room: the CQ budget is spent, or
       // the SQ is already handed to the kernel (were SQEs still pending,
       // submitting them would free SQ room without waiting for anything).
-      const bool cq_bound = cq_room() == 0 || (head_waits_for_room_ && ring_.sq_pending() == 0);
+      // (A cancel that found no SQE goes once the SQ is submitted: the op
+      // it ends may be what the CQ waits for.)
+      const bool cq_bound =
+          (cq_room() == 0 && !cancel_waits_for_sqe_) || (head_waits_for_room_ && ring_.sq_pending() == 0);
       if (cq_bound && completions_expected())
         wait_for_completion(closing, stops_seen);
       else
@@ -559,7 +592,7 @@ private:
       limit = unwakeable_drain_slice;
     } else if (!ring_.iopoll()) {
       // (IOPOLL rings cannot hold the wake op; their waits poll instead.)
-      announced = state_->wait().arm(ring_) && state_->announce_wait(stops_seen, cancel_events_seen_);
+      announced = state_->wait().arm(ring_) && state_->announce_wait(stops_seen);
       if (!announced) {
         enter(0);  // a stop came in meanwhile, or no SQE for the wake op: look again
         return;
@@ -710,10 +743,12 @@ private:
   // Envelopes taken from the queue, in order, behind an op that waits for
   // room, so that a cancel queued behind them could be reached (pull()).
   std::deque<envelope_type> held_;
-  // shared_state::cancel_events() as the last pull began.
-  std::uint32_t cancel_events_seen_ = 0;
+  // Cancels that came while the op they name was in held_.
+  std::list<envelope_type> held_cancels_;
   // The last pull stopped at an envelope that needs more room than is free.
   bool head_waits_for_room_ = false;
+  // The last pull left a cancel that found the SQ full (until the next pull).
+  bool cancel_waits_for_sqe_ = false;
   // Unregisters pulled but not run yet (run_due_unregisters), in order,
   // each with the slot table's placed_count() when it was pulled.
   struct pending_unregister {

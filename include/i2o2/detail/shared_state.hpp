@@ -15,9 +15,10 @@
 ///   the scheduler bumps it after popping when someone waits.
 /// - Cancel: a cancel counts itself in `cancels_queued_` before pushing,
 ///   so a scheduler whose queue front waits for room sets the ops behind it
-///   aside to reach the cancel. Its steps (counted in, pushed) also bump
-///   `cancel_events_` before their wake, which a scheduler about to sleep
-///   waiting for room rechecks: the cancel may be what makes that room.
+///   aside to reach the cancel, which may be what makes that room. A
+///   scheduler about to sleep waiting for room rechecks the count and the
+///   queue after announcing; the cancel's producer wakes it after counting
+///   in and failing to push, and after pushing.
 /// - Stop (G5): close() counts itself in `stop_requests_` after closing the
 ///   gate and setting the deadline, then wakes as a producer does. A
 ///   scheduler that sleeps for another reason than an empty queue (CQ room,
@@ -67,13 +68,19 @@ public:
   /// from only when the result is `accepted`.
   push_result push(std::span<Envelope> items, bool wait_for_space) noexcept {
     if (!enter_gate()) return push_result::closed;
+    const bool cancel = items.size() == 1 && items.front().kind == envelope_kind::cancel;
     if (wait_for_space && serving_thread == this) {
       // A submit from the scheduler thread itself (a coroutine resumed
       // there): waiting for room only that thread can make would deadlock,
       // so what does not fit goes to a private overflow list, in order.
-      if (!overflow_.empty() || !queue_.try_push_many(items))
+      if (!overflow_.empty() || !queue_.try_push_many(items)) {
         for (auto& item : items)
           overflow_.push_back(std::move(item));
+      } else if (cancel) {
+        // In the queue: counted as below (the scheduler, this thread,
+        // cannot be taking it meanwhile).
+        cancels_queued_.fetch_add(1, std::memory_order_relaxed);
+      }
       leave_gate();
       return push_result::accepted;
     }
@@ -81,13 +88,7 @@ public:
     // front waits for room then sets the ops behind it aside to reach the
     // cancel (which may end an op in flight, making that room), also when
     // the queue is full and the cancel is still waiting to get in.
-    // Each step is also counted in `cancel_events_`, before the wake that
-    // follows it, since a scheduler waiting for room rechecks only that.
-    const bool cancel = items.size() == 1 && items.front().kind == envelope_kind::cancel;
-    if (cancel) {
-      cancels_queued_.fetch_add(1, std::memory_order_seq_cst);
-      cancel_events_.fetch_add(1, std::memory_order_seq_cst);
-    }
+    if (cancel) cancels_queued_.fetch_add(1, std::memory_order_seq_cst);
     const auto refused = [&](push_result result) {
       if (cancel) cancels_queued_.fetch_sub(1, std::memory_order_relaxed);
       leave_gate();
@@ -95,7 +96,6 @@ public:
     };
     for (;;) {
       if (queue_.try_push_many(items)) {
-        if (cancel) cancel_events_.fetch_add(1, std::memory_order_seq_cst);
         // Wake from inside the gate: the scheduler cannot finish (and a wait
         // strategy cannot release what a wake touches) while we are in it.
         wake_scheduler();
@@ -117,7 +117,6 @@ public:
       }
       space_waiters_.fetch_sub(1, std::memory_order_relaxed);
       if (closed) return refused(push_result::closed);
-      if (cancel) cancel_events_.fetch_add(1, std::memory_order_seq_cst);
       wake_scheduler();
       leave_gate();
       return push_result::accepted;
@@ -196,14 +195,14 @@ public:
   /// while closing: unlike announce_park, it may sleep with the queue not
   /// empty and the gate closed, but a close() since `stop_requests_seen`
   /// (a new deadline, or the close itself) must not find it asleep, nor a
-  /// cancel counted in or pushed since `cancel_events_seen` (read before
-  /// the queue was last looked at). True if it may sleep; producers and
-  /// close() then wake it as for a park.
-  bool announce_wait(std::uint32_t stop_requests_seen, std::uint32_t cancel_events_seen) noexcept {
+  /// cancel queued or on its way while the queue holds what could be set
+  /// aside to reach it. True if it may sleep; producers and close() then
+  /// wake it as for a park.
+  bool announce_wait(std::uint32_t stop_requests_seen) noexcept {
     parked_.store(1, std::memory_order_relaxed);
     dekker_fence(parked_);  // pairs with the fence in close()'s and push()'s wake_scheduler()
     if (stop_requests_.load(std::memory_order_relaxed) != stop_requests_seen ||
-        cancel_events_.load(std::memory_order_relaxed) != cancel_events_seen) {
+        (cancel_queued() && !queue_.empty())) {
       parked_.store(0, std::memory_order_relaxed);
       return false;
     }
@@ -212,9 +211,6 @@ public:
 
   /// Whether a cancel is in the queue, or on its way in. Any thread.
   bool cancel_queued() const noexcept { return cancels_queued_.load(std::memory_order_seq_cst) > 0; }
-  /// How often a cancel was counted in or pushed: read before looking at
-  /// the queue, then passed to announce_wait.
-  std::uint32_t cancel_events() const noexcept { return cancel_events_.load(std::memory_order_seq_cst); }
   /// Scheduler: a cancel left the queue.
   void cancel_taken() noexcept { cancels_queued_.fetch_sub(1, std::memory_order_relaxed); }
 
@@ -278,10 +274,8 @@ private:
   std::atomic<std::size_t> handles_{0};
   std::atomic<std::int64_t> stop_deadline_{no_deadline};
   std::atomic<std::uint32_t> stop_requests_{0};
-  // Cancels pushed or being pushed that the scheduler has not taken yet,
-  // and how often one was counted in or pushed (touched only by cancels).
+  // Cancels pushed or being pushed that the scheduler has not taken yet.
   std::atomic<std::int32_t> cancels_queued_{0};
-  std::atomic<std::uint32_t> cancel_events_{0};
 };
 
 }  // namespace i2o2::detail
