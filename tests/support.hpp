@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -224,6 +225,31 @@ private:
 
 /// A guard that records into a `reply_watch_record` when it dies.
 using reply_watch_guard = recording_guard<reply_watch_record>;
+
+/// The results of N callback replies, by index, as they arrive (on the
+/// scheduler thread): `into(i)` is the callback for the i-th.
+template <std::size_t N>
+class callback_results {
+public:
+  /// What a result reads before its reply came: no syscall returns it.
+  static constexpr int none = 1000;
+
+  callback_results() {
+    for (auto& result : results_)
+      result.store(none);
+  }
+  callback_results(const callback_results&) = delete;
+  callback_results& operator=(const callback_results&) = delete;
+
+  auto into(std::size_t index) {
+    return [this, index](int result) noexcept { results_.at(index).store(result); };
+  }
+  int operator[](std::size_t index) const { return results_.at(index).load(); }
+  bool arrived(std::size_t index) const { return (*this)[index] != none; }
+
+private:
+  std::array<std::atomic<int>, N> results_;
+};
 
 // ---- waiting without fixed sleeps -------------------------------------------
 

@@ -506,13 +506,8 @@ TEST_CASE("a cancel that finds the SQ full of ops pulled with it goes once they 
       i2o2::config{.queue_capacity = 16, .ring_depth = 4, .submit_budget = std::chrono::nanoseconds(0)});
   auto& handle = running.handle;
   i2o2_test::pipe_pair pipe;
-  constexpr int no_result = 1000;
-  std::array<std::atomic<int>, 7> results;  // the six reads, then the cancel
-  for (auto& result : results)
-    result.store(no_result);
-  const auto into = [&results](std::size_t index) {
-    return [&results, index](int result) noexcept { results[index].store(result); };
-  };
+  i2o2_test::callback_results<7> results;  // the six reads, then the cancel
+  const auto into = [&results](std::size_t index) { return results.into(index); };
   std::array<char, 6> sinks{};
   const auto first = handle.submit(pipe_read(pipe, &sinks[0], 1), {}, into(0));
   handle.submit(pipe_read(pipe, &sinks[1], 1), {}, into(1));
@@ -529,17 +524,17 @@ TEST_CASE("a cancel that finds the SQ full of ops pulled with it goes once they 
   handle.cancel(first, into(6));
   stage.store(2);
 
-  if (!eventually([&] { return results[6].load() != no_result; }, 10s)) {
+  if (!eventually([&] { return results.arrived(6); }, 10s)) {
     FAIL_CHECK("the cancel waited for a completion that only it could cause");
     pipe.feed("unstuck!", 8);
   }
-  CHECK(results[6].load() == 0);
-  REQUIRE(eventually([&] { return results[0].load() != no_result; }));
-  CHECK(results[0].load() == -ECANCELED);
+  CHECK(results[6] == 0);
+  REQUIRE(eventually([&] { return results.arrived(0); }));
+  CHECK(results[0] == -ECANCELED);
   pipe.feed("abcde", 5);
   for (std::size_t i = 1; i < 6; ++i) {
-    REQUIRE(eventually([&] { return results[i].load() != no_result; }));
-    CHECK(results[i].load() == 1);
+    REQUIRE(eventually([&] { return results.arrived(i); }));
+    CHECK(results[i] == 1);
   }
 }
 
@@ -606,19 +601,14 @@ TEST_CASE("a cancel sent from the scheduler thread leaves later cancels able to 
       i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
   auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 16, .ring_depth = 4});
   auto& handle = running.handle;
-  constexpr int no_result = 1000;
-  std::array<std::atomic<int>, 9> results;  // seven reads, the inner cancel, the cancel
-  for (auto& result : results)
-    result.store(no_result);
-  const auto into = [&results](std::size_t index) {
-    return [&results, index](int result) noexcept { results[index].store(result); };
-  };
+  i2o2_test::callback_results<9> results;  // seven reads, the inner cancel, the cancel
+  const auto into = [&results](std::size_t index) { return results.into(index); };
   auto* sender = &handle;
   handle.submit(i2o2::op::nop{}, {}, [sender, into](int) noexcept {
     sender->cancel(i2o2::callback_submitted{}, into(7));  // names nothing: -ENOENT
   });
-  REQUIRE(eventually([&] { return results[7].load() != no_result; }));
-  CHECK(results[7].load() == -ENOENT);
+  REQUIRE(eventually([&] { return results.arrived(7); }));
+  CHECK(results[7] == -ENOENT);
 
   i2o2_test::pipe_pair pipe;
   std::array<char, 8> sinks{};
@@ -631,18 +621,131 @@ TEST_CASE("a cancel sent from the scheduler thread leaves later cancels able to 
   reads[5] = handle.submit(pipe_read(pipe, &sinks[5], 1), {}, into(5));  // the last op slot
   reads[6] = handle.submit(pipe_read(pipe, &sinks[6], 1), {}, into(6));  // waits for room
   handle.cancel(reads[0], into(8));
-  if (!eventually([&] { return results[8].load() != no_result; }, 10s)) {
+  if (!eventually([&] { return results.arrived(8); }, 10s)) {
     FAIL_CHECK("the cancel waited behind the read waiting for room");
     pipe.feed("unstuck!", 8);
   }
-  CHECK(results[8].load() == 0);
-  REQUIRE(eventually([&] { return results[0].load() != no_result; }));
-  CHECK(results[0].load() == -ECANCELED);
+  CHECK(results[8] == 0);
+  REQUIRE(eventually([&] { return results.arrived(0); }));
+  CHECK(results[0] == -ECANCELED);
   pipe.feed("abcdef", 6);
   for (std::size_t i = 1; i < 7; ++i) {
-    REQUIRE(eventually([&] { return results[i].load() != no_result; }));
-    CHECK(results[i].load() == 1);
+    REQUIRE(eventually([&] { return results.arrived(i); }));
+    CHECK(results[i] == 1);
   }
+}
+
+namespace {
+
+/// Parks five reads on `parked` and one on `trigger`: every op slot of a
+/// ring_depth 4 ring (six). Feeding `trigger` then runs that read's
+/// callback, `on_trigger`, on the scheduler thread with the ring full.
+template <class Handle, std::size_t N, class OnTrigger>
+void park_every_slot_then(Handle& handle, i2o2_test::callback_results<N>& results,
+                          i2o2_test::pipe_pair& trigger, i2o2_test::pipe_pair& parked,
+                          std::array<i2o2::callback_submitted, 6>& reads, std::array<char, 16>& sinks,
+                          OnTrigger on_trigger) {
+  for (std::size_t i = 1; i < 6; ++i)
+    reads[i] = handle.submit(pipe_read(parked, &sinks[i], 1), {}, results.into(i));
+  std::atomic<bool> churned{false};
+  handle.submit(i2o2::op::nop{}, {}, [&churned](int) noexcept { churned.store(true); });
+  REQUIRE(eventually([&] { return churned.load(); }));  // the five reads are in the ring
+  reads[0] = handle.submit(pipe_read(trigger, &sinks[0], 1), {}, [&results, on_trigger](int result) noexcept {
+    results.into(0)(result);
+    on_trigger();
+  });
+  trigger.feed("t", 1);
+}
+
+/// The scheduler thread, in a callback with the ring full, queues reads on
+/// `late` until the queue (2) is full, then cancels the last of them: the
+/// cancel goes to the overflow lane while the read it names still waits in
+/// the queue for room. It must find that read, not overtake it.
+template <class Queue>
+void check_overflow_cancel_finds_its_queued_read() {
+  using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+  auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
+  auto& handle = running.handle;
+  i2o2_test::callback_results<9> results;  // six parked reads, two late reads, the cancel
+  i2o2_test::pipe_pair trigger;
+  i2o2_test::pipe_pair parked;
+  i2o2_test::pipe_pair late;
+  std::array<i2o2::callback_submitted, 6> reads;
+  std::array<char, 16> sinks{};
+  auto* sender = &handle;
+  park_every_slot_then(handle, results, trigger, parked, reads, sinks, [&] {
+    sender->submit(pipe_read(late, &sinks[6], 1), {}, results.into(6));
+    const auto second = sender->submit(pipe_read(late, &sinks[7], 1), {}, results.into(7));
+    sender->cancel(second, results.into(8));  // the queue is full: the overflow lane
+  });
+  REQUIRE(eventually([&] { return results.arrived(0); }));
+  CHECK(results[0] == 1);
+  // Room for both late reads, then the cancel of the second.
+  parked.feed("ab", 2);
+  REQUIRE(eventually([&] { return results.arrived(8); }));
+  CHECK(results[8] == 0);  // -ENOENT: it went before the read it names
+  const bool cancelled = results[8] == 0;
+  late.feed("ab", cancelled ? 1 : 2);  // the first late read, and the second if it was not cancelled
+  REQUIRE(eventually([&] { return results.arrived(7); }));
+  if (cancelled) CHECK(results[7] == -ECANCELED);
+  parked.feed("cde", 3);
+  for (std::size_t i = 1; i < 7; ++i) {
+    REQUIRE(eventually([&] { return results.arrived(i); }));
+    CHECK(results[i] == 1);
+  }
+}
+
+/// As above, but the queue and the overflow lane hold reads waiting for
+/// room, and the lane's cancel names a parked read: it must get past them,
+/// since ending that read is what makes the room.
+template <class Queue>
+void check_overflow_cancel_passes_reads_waiting_for_room() {
+  using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+  auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
+  auto& handle = running.handle;
+  i2o2_test::callback_results<10> results;  // six parked reads, three late reads, the cancel
+  i2o2_test::pipe_pair trigger;
+  i2o2_test::pipe_pair parked;
+  i2o2_test::pipe_pair late;
+  std::array<i2o2::callback_submitted, 6> reads;
+  std::array<char, 16> sinks{};
+  auto* sender = &handle;
+  park_every_slot_then(handle, results, trigger, parked, reads, sinks, [&] {
+    for (std::size_t i = 6; i < 9; ++i)  // the third goes to the overflow lane
+      sender->submit(pipe_read(late, &sinks[i], 1), {}, results.into(i));
+    sender->cancel(reads[1], results.into(9));
+  });
+  if (!eventually([&] { return results.arrived(9); }, 10s)) {
+    FAIL_CHECK("the cancel waited behind the reads waiting for room");
+    parked.feed("u", 1);
+  }
+  CHECK(results[9] == 0);
+  REQUIRE(eventually([&] { return results.arrived(1); }));
+  CHECK(results[1] == -ECANCELED);
+  CHECK(results[0] == 1);
+  parked.feed("bcde", 4);
+  late.feed("abc", 3);
+  for (std::size_t i = 2; i < 9; ++i) {
+    REQUIRE(eventually([&] { return results.arrived(i); }));
+    CHECK(results[i] == 1);
+  }
+}
+
+}  // namespace
+
+// Concrete types: the cancels are sent from a callback, on the scheduler thread.
+TEST_CASE("a cancel the scheduler thread sends past a full queue finds the read it queued just before",
+          "[cancel][full]") {
+  i2o2_test::watchdog dog("overflow cancel behind its queued read");
+  SECTION("mpsc_ring") { check_overflow_cancel_finds_its_queued_read<i2o2::queue::mpsc_ring>(); }
+  SECTION("mutex_ring") { check_overflow_cancel_finds_its_queued_read<i2o2::queue::mutex_ring>(); }
+}
+
+TEST_CASE("a cancel the scheduler thread sends past a full queue gets past reads waiting for room",
+          "[cancel][full]") {
+  i2o2_test::watchdog dog("overflow cancel behind reads waiting for room");
+  SECTION("mpsc_ring") { check_overflow_cancel_passes_reads_waiting_for_room<i2o2::queue::mpsc_ring>(); }
+  SECTION("mutex_ring") { check_overflow_cancel_passes_reads_waiting_for_room<i2o2::queue::mutex_ring>(); }
 }
 
 TEST_CASE("stop with a deadline cancels parked reads that hold every op slot, and ops queued behind "

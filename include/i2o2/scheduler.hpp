@@ -259,21 +259,32 @@ private:
       held_.push_back(std::move(envelope));
       return true;
     };
-    const std::size_t pulled = state_->queue().pop_batch(state_->queue().capacity(), take_queued);
-    if (pulled != 0) state_->signal_space();
-    run_held_cancels();  // their ops may have been placed just now
-    // Then what the scheduler thread itself submitted past a full queue;
-    // never between a chain's head and its members still being published.
+    // What the scheduler thread itself submitted past a full queue (the
+    // overflow lane) is taken at its turn among the queue's envelopes,
+    // like them; never between a chain's head and its members.
     auto& overflow = state_->overflow();
-    if (chain_members_missing_ == 0)
-      while (!overflow.empty()) {
-        envelope_type& envelope = overflow.front();
-        if (envelope.kind == detail::envelope_kind::cancel && names_held_op(envelope.key))
-          held_cancels_.push_back(std::move(envelope));  // its op is not in the ring yet
-        else if (!consume(envelope))
-          break;
+    std::size_t pulled = 0;
+    for (;;) {
+      if (chain_members_missing_ == 0 && overflow.front_due()) {
+        if (!take_queued(overflow.front())) break;  // it waits, and so does all that came after it
         overflow.pop_front();
+        continue;
       }
+      // Up to the lane's turn; a chain's members (sent after the lane's
+      // front, or they would be before its turn) regardless.
+      const std::size_t turn = std::max<std::size_t>(overflow.pops_before_front(state_->queue().capacity()),
+                                                     chain_members_missing_);
+      const std::size_t popped = state_->queue().pop_batch(turn, take_queued);
+      overflow.popped(popped);
+      pulled += popped;
+      if (overflow.empty()) break;
+      if (popped == turn) continue;
+      if (!state_->queue_drained()) break;  // the queue's front waits
+      overflow.queue_drained();
+      if (chain_members_missing_ != 0) break;  // its members are still being published
+    }
+    if (pulled != 0) state_->signal_space();
+    run_held_cancels();           // their ops may have been placed just now
     run_due_unregisters(budget);  // those just pulled, if no op of this pull could need their slot
     submit_budget_.placed(io_placed - io_before);
   }

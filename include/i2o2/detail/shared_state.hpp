@@ -31,12 +31,12 @@
 #include "envelope.hpp"
 #include "futex.hpp"
 #include "kernel_features.hpp"
+#include "overflow_lane.hpp"
 
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <optional>
 #include <span>
 
@@ -72,14 +72,13 @@ public:
     if (wait_for_space && serving_thread == this) {
       // A submit from the scheduler thread itself (a coroutine resumed
       // there): waiting for room only that thread can make would deadlock,
-      // so what does not fit goes to a private overflow list, in order.
+      // so what does not fit goes to the overflow lane, in order. A cancel
+      // is counted as below, in the queue or the lane (the scheduler, this
+      // thread, cannot be taking it meanwhile).
+      if (cancel) cancels_queued_.fetch_add(1, std::memory_order_relaxed);
       if (!overflow_.empty() || !queue_.try_push_many(items)) {
         for (auto& item : items)
-          overflow_.push_back(std::move(item));
-      } else if (cancel) {
-        // In the queue: counted as below (the scheduler, this thread,
-        // cannot be taking it meanwhile).
-        cancels_queued_.fetch_add(1, std::memory_order_relaxed);
+          overflow_.push(std::move(item), queue_.capacity());
       }
       leave_gate();
       return push_result::accepted;
@@ -166,7 +165,17 @@ public:
 
   /// Envelopes the scheduler thread submitted while the queue was full.
   /// Scheduler thread only.
-  std::deque<Envelope>& overflow() noexcept { return overflow_; }
+  overflow_lane<Envelope>& overflow() noexcept { return overflow_; }
+
+  /// The queue is empty and no producer is mid-push, so everything a
+  /// submit that has returned put in the queue has been popped. (A queue
+  /// alone may look empty while a producer that claimed the front cell has
+  /// yet to publish it, and later cells are published.)
+  bool queue_drained() const noexcept {
+    // Acquire pairs with leave_gate(): what a producer published before
+    // leaving is visible to empty().
+    return (gate_.load(std::memory_order_acquire) & ~closed_bit) == 0 && queue_.empty();
+  }
 
   /// Announces the scheduler is about to sleep; true if it may (the queue
   /// is still empty and the gate open after the announcement). On false it
@@ -259,7 +268,7 @@ private:
   // Read-mostly after construction.
   Queue queue_;
   // Scheduler thread only.
-  std::deque<Envelope> overflow_;
+  overflow_lane<Envelope> overflow_;
   Wait wait_;
   const std::uint32_t ring_flags_;
   const std::size_t max_chain_length_;
