@@ -15,7 +15,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
+#include <cerrno>
 #include <string>
 #include <thread>
 #include <utility>
@@ -436,6 +438,179 @@ TEST_CASE("ops submitted from the scheduler thread past a full queue keep their 
   });
   REQUIRE(i2o2_test::eventually([&] { return done.load() == 6; }));
   CHECK(order == std::vector<int>{0, 1, 2, 3, 4, 5});
+}
+
+namespace {
+
+using i2o2_test::eventually;
+
+/// Parks five reads on `parked` and one on `trigger`: every op slot of a
+/// ring_depth 4 ring (six). Feeding `trigger` then runs that read's
+/// callback, `on_trigger`, on the scheduler thread with the ring full.
+template <class Handle, std::size_t N, class OnTrigger>
+void park_every_slot_then(Handle& handle, i2o2_test::callback_results<N>& results,
+                          i2o2_test::pipe_pair& trigger, i2o2_test::pipe_pair& parked,
+                          std::array<i2o2::callback_submitted, 6>& reads, std::array<char, 16>& sinks,
+                          OnTrigger on_trigger) {
+  for (std::size_t i = 1; i < 6; ++i)
+    reads[i] = handle.submit(pipe_read(parked, &sinks[i], 1), {}, results.into(i));
+  std::atomic<bool> churned{false};
+  handle.submit(i2o2::op::nop{}, {}, [&churned](int) noexcept { churned.store(true); });
+  REQUIRE(eventually([&] { return churned.load(); }));  // the five reads are in the ring
+  reads[0] = handle.submit(pipe_read(trigger, &sinks[0], 1), {}, [&results, on_trigger](int result) noexcept {
+    results.into(0)(result);
+    on_trigger();
+  });
+  trigger.feed("t", 1);
+}
+
+/// The scheduler thread, in a callback with the ring full, queues reads on
+/// `late` until the queue (2) is full, then cancels the last of them: the
+/// cancel goes to the overflow lane while the read it names still waits in
+/// the queue for room. It must find that read, not overtake it.
+template <class Queue>
+void check_overflow_cancel_finds_its_queued_read() {
+  using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+  auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
+  auto& handle = running.handle;
+  i2o2_test::callback_results<9> results;  // six parked reads, two late reads, the cancel
+  i2o2_test::pipe_pair trigger;
+  i2o2_test::pipe_pair parked;
+  i2o2_test::pipe_pair late;
+  std::array<i2o2::callback_submitted, 6> reads;
+  std::array<char, 16> sinks{};
+  auto* sender = &handle;
+  park_every_slot_then(handle, results, trigger, parked, reads, sinks, [&] {
+    sender->submit(pipe_read(late, &sinks[6], 1), {}, results.into(6));
+    const auto second = sender->submit(pipe_read(late, &sinks[7], 1), {}, results.into(7));
+    sender->cancel(second, results.into(8));  // the queue is full: the overflow lane
+  });
+  REQUIRE(eventually([&] { return results.arrived(0); }));
+  CHECK(results[0] == 1);
+  // Room for both late reads, then the cancel of the second.
+  parked.feed("ab", 2);
+  REQUIRE(eventually([&] { return results.arrived(8); }));
+  CHECK(results[8] == 0);  // -ENOENT: it went before the read it names
+  const bool cancelled = results[8] == 0;
+  late.feed("ab", cancelled ? 1 : 2);  // the first late read, and the second if it was not cancelled
+  REQUIRE(eventually([&] { return results.arrived(7); }));
+  if (cancelled) CHECK(results[7] == -ECANCELED);
+  parked.feed("cde", 3);
+  for (std::size_t i = 1; i < 7; ++i) {
+    REQUIRE(eventually([&] { return results.arrived(i); }));
+    CHECK(results[i] == 1);
+  }
+}
+
+/// As above, but the queue and the overflow lane hold reads waiting for
+/// room, and the lane's cancel names a parked read: it must get past them,
+/// since ending that read is what makes the room.
+template <class Queue>
+void check_overflow_cancel_passes_reads_waiting_for_room() {
+  using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+  auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
+  auto& handle = running.handle;
+  i2o2_test::callback_results<10> results;  // six parked reads, three late reads, the cancel
+  i2o2_test::pipe_pair trigger;
+  i2o2_test::pipe_pair parked;
+  i2o2_test::pipe_pair late;
+  std::array<i2o2::callback_submitted, 6> reads;
+  std::array<char, 16> sinks{};
+  auto* sender = &handle;
+  park_every_slot_then(handle, results, trigger, parked, reads, sinks, [&] {
+    for (std::size_t i = 6; i < 9; ++i)  // the third goes to the overflow lane
+      sender->submit(pipe_read(late, &sinks[i], 1), {}, results.into(i));
+    sender->cancel(reads[1], results.into(9));
+  });
+  if (!eventually([&] { return results.arrived(9); }, std::chrono::seconds(10))) {
+    FAIL_CHECK("the cancel waited behind the reads waiting for room");
+    parked.feed("u", 1);
+  }
+  CHECK(results[9] == 0);
+  REQUIRE(eventually([&] { return results.arrived(1); }));
+  CHECK(results[1] == -ECANCELED);
+  CHECK(results[0] == 1);
+  parked.feed("bcde", 4);
+  late.feed("abc", 3);
+  for (std::size_t i = 2; i < 9; ++i) {
+    REQUIRE(eventually([&] { return results.arrived(i); }));
+    CHECK(results[i] == 1);
+  }
+}
+
+/// The scheduler thread, in a callback with the ring full, queues a read on
+/// `late` and one on a registered file (the queue, 2, is then full), and
+/// unregisters that file: the unregister goes to the overflow lane while
+/// the read using the file still waits in the queue for room. Sent after
+/// the read, it must leave the file to it.
+template <class Queue>
+void check_overflow_unregister_waits_for_its_queued_read() {
+  using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+  auto running = i2o2::spawn_scheduler<scheduler_type>(
+      i2o2::config{.queue_capacity = 2, .ring_depth = 4, .registered_files = 1});
+  auto& handle = running.handle;
+  // Six parked reads, the late read, the fixed-file read, the unregister, the register.
+  i2o2_test::callback_results<10> results;
+  i2o2_test::pipe_pair trigger;
+  i2o2_test::pipe_pair parked;
+  i2o2_test::pipe_pair late;
+  i2o2_test::pipe_pair registered;
+  handle.register_file(registered.read_end(), {}, results.into(9));
+  REQUIRE(eventually([&] { return results.arrived(9); }));
+  REQUIRE(results[9] >= 0);
+  const auto index = static_cast<unsigned>(results[9]);
+  std::array<i2o2::callback_submitted, 6> reads;
+  std::array<char, 16> sinks{};
+  auto* sender = &handle;
+  park_every_slot_then(handle, results, trigger, parked, reads, sinks, [&] {
+    sender->submit(pipe_read(late, &sinks[6], 1), {}, results.into(6));
+    sender->submit(i2o2::op::read{.file = i2o2::fixed_file(index),
+                                  .buf = &sinks[7],
+                                  .len = 1,
+                                  .offset = i2o2::op::current_position},
+                   {}, results.into(7));
+    sender->unregister_file(index, results.into(8));  // the queue is full: the overflow lane
+  });
+  REQUIRE(eventually([&] { return results.arrived(0); }));
+  CHECK(results[0] == 1);
+  parked.feed("ab", 2);  // room for both reads
+  REQUIRE(eventually([&] { return results.arrived(8); }));
+  CHECK(results[8] == 0);
+  registered.feed("r", 1);
+  REQUIRE(eventually([&] { return results.arrived(7); }));
+  CHECK(results[7] == 1);  // -EBADF: the file was gone before the read went in
+  late.feed("a", 1);
+  parked.feed("cde", 3);
+  for (std::size_t i = 1; i < 7; ++i) {
+    REQUIRE(eventually([&] { return results.arrived(i); }));
+    CHECK(results[i] == 1);
+  }
+}
+
+}  // namespace
+
+// Concrete types: the cancels and the unregister are sent from a callback, on
+// the scheduler thread.
+TEST_CASE("a cancel the scheduler thread sends past a full queue finds the read it queued just before",
+          "[cancel][full]") {
+  i2o2_test::watchdog dog("overflow cancel behind its queued read");
+  SECTION("mpsc_ring") { check_overflow_cancel_finds_its_queued_read<i2o2::queue::mpsc_ring>(); }
+  SECTION("mutex_ring") { check_overflow_cancel_finds_its_queued_read<i2o2::queue::mutex_ring>(); }
+}
+
+TEST_CASE("a cancel the scheduler thread sends past a full queue gets past reads waiting for room",
+          "[cancel][full]") {
+  i2o2_test::watchdog dog("overflow cancel behind reads waiting for room");
+  SECTION("mpsc_ring") { check_overflow_cancel_passes_reads_waiting_for_room<i2o2::queue::mpsc_ring>(); }
+  SECTION("mutex_ring") { check_overflow_cancel_passes_reads_waiting_for_room<i2o2::queue::mutex_ring>(); }
+}
+
+TEST_CASE("an unregister the scheduler thread sends past a full queue leaves the file to the read it "
+          "queued before",
+          "[scheduler][resources]") {
+  i2o2_test::watchdog dog("overflow unregister behind its queued read");
+  SECTION("mpsc_ring") { check_overflow_unregister_waits_for_its_queued_read<i2o2::queue::mpsc_ring>(); }
+  SECTION("mutex_ring") { check_overflow_unregister_waits_for_its_queued_read<i2o2::queue::mutex_ring>(); }
 }
 
 // Default policies but the queue (refusing: a push refused as full once, on
