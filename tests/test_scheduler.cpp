@@ -613,6 +613,156 @@ TEST_CASE("an unregister the scheduler thread sends past a full queue leaves the
   SECTION("mutex_ring") { check_overflow_unregister_waits_for_its_queued_read<i2o2::queue::mutex_ring>(); }
 }
 
+// Concrete types: the chain and the cancel are sent from callbacks, on the
+// scheduler thread.
+TEST_CASE("a chain the scheduler thread sends past a full queue goes in whole", "[scheduler]") {
+  // Its head is taken from the overflow lane, and so must its members be.
+  // (Taken from the queue instead, the loop waited for them there for ever.)
+  i2o2_test::watchdog dog("chain in the overflow lane");
+  const auto check = []<class Queue>(Queue) {
+    using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+    auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
+    auto& handle = running.handle;
+    i2o2_test::callback_results<4> results;  // two nops, then the chain's two
+    auto* sender = &handle;
+    handle.submit(i2o2::op::nop{}, {}, [sender, &results](int) noexcept {
+      sender->submit(i2o2::op::nop{}, {}, results.into(0));
+      sender->submit(i2o2::op::nop{}, {}, results.into(1));  // the queue (2) is full
+      const std::array<i2o2::prepared_op, 2> chain{i2o2::prepare(i2o2::op::nop{}),
+                                                   i2o2::prepare(i2o2::op::nop{})};
+      std::array<decltype(results.into(0)), 2> replies{results.into(2), results.into(3)};
+      sender->submit_chain(chain, {}, i2o2::link_kind::soft, replies);  // the overflow lane
+    });
+    for (std::size_t i = 0; i < 4; ++i) {
+      REQUIRE(eventually([&] { return results.arrived(i); }));
+      CHECK(results[i] == 0);
+    }
+  };
+  SECTION("mpsc_ring") { check(i2o2::queue::mpsc_ring{}); }
+  SECTION("mutex_ring") { check(i2o2::queue::mutex_ring{}); }
+}
+
+TEST_CASE("a cancel the scheduler thread sends past a full queue while it pulls still finds its read",
+          "[scheduler][cancel]") {
+  // Four cancels naming nothing fill the queue (4); the second one's reply,
+  // run while the scheduler pulls them, sends a read into the cell the
+  // first freed (an mpsc_ring frees each as it is taken), then a cancel of
+  // it into the overflow lane. The lane's turn must count the first as
+  // popped already, or the cancel comes due before its read: -ENOENT.
+  i2o2_test::watchdog dog("overflow turn counted mid-pull");
+  const auto check = []<class Queue>(Queue) {
+    using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+    auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 4, .ring_depth = 4});
+    auto& handle = running.handle;
+    i2o2_test::callback_results<6> results;  // four cancels, the read, its cancel
+    i2o2_test::pipe_pair pipe;
+    char sink = 0;
+    std::atomic<int> stage{0};  // 1: the scheduler thread is held; 2: released
+    handle.submit(i2o2::op::nop{}, {}, [&stage](int) noexcept {
+      stage.store(1);
+      while (stage.load() != 2)
+        std::this_thread::yield();
+    });
+    REQUIRE(eventually([&] { return stage.load() == 1; }));
+    auto* sender = &handle;
+    handle.cancel(i2o2::callback_submitted{}, results.into(0));
+    handle.cancel(i2o2::callback_submitted{}, [&results, &pipe, &sink, sender](int result) noexcept {
+      results.into(1)(result);
+      const auto read = sender->submit(pipe_read(pipe, &sink, 1), {}, results.into(4));
+      sender->cancel(read, results.into(5));
+    });
+    handle.cancel(i2o2::callback_submitted{}, results.into(2));
+    handle.cancel(i2o2::callback_submitted{}, results.into(3));
+    stage.store(2);
+    REQUIRE(eventually([&] { return results.arrived(5); }));
+    CHECK(results[5] == 0);
+    if (results[5] != 0) pipe.feed("x", 1);
+    REQUIRE(eventually([&] { return results.arrived(4); }));
+    CHECK(results[4] == -ECANCELED);
+    for (std::size_t i = 0; i < 4; ++i)
+      CHECK(results[i] == -ENOENT);
+  };
+  SECTION("mpsc_ring") { check(i2o2::queue::mpsc_ring{}); }
+  SECTION("mutex_ring") { check(i2o2::queue::mutex_ring{}); }
+}
+
+// Default policies but the queue (refusing, here holding a refused push
+// in the gate) and the reply (callback), in a concrete scheduler type.
+TEST_CASE("a scheduler whose overflow lane waits on a producer mid-push does not sleep on it",
+          "[scheduler][cancel]") {
+  // The lane's front (a cancel of a parked read, its only way to room)
+  // waits for its turn; the queue is empty, but a try_submit refused as
+  // full is still in the gate, so the scheduler cannot tell the queue is
+  // drained. That producer leaves without pushing, which wakes nobody: a
+  // scheduler asleep then (waiting for room) would sleep for ever.
+  i2o2_test::watchdog dog("overflow lane waiting on a producer");
+  using scheduler_type =
+      i2o2::basic_scheduler<i2o2_test::refusing, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+  const std::string name = "i2o2-lane-gate";
+  auto running = i2o2::spawn_scheduler<scheduler_type>(
+      i2o2::config{.queue_capacity = 2, .ring_depth = 4, .thread_name = name});
+  auto& handle = running.handle;
+  i2o2_test::callback_results<10> results;  // 0-3 parked, 4 and 5 triggers, 6-8 late reads, 9 the cancel
+  i2o2_test::pipe_pair parked;
+  i2o2_test::pipe_pair first_trigger;
+  i2o2_test::pipe_pair second_trigger;
+  i2o2_test::pipe_pair late;
+  std::array<char, 16> sinks{};
+  std::array<i2o2::callback_submitted, 4> reads;
+  for (std::size_t i = 0; i < 4; ++i)
+    reads[i] = handle.submit(pipe_read(parked, &sinks[i], 1), {}, results.into(i));
+  auto* sender = &handle;
+  handle.submit(pipe_read(first_trigger, &sinks[4], 1), {}, [&, sender](int result) noexcept {
+    sender->submit(pipe_read(late, &sinks[6], 1), {}, results.into(6));  // the trigger's slot
+    sender->submit(pipe_read(late, &sinks[7], 1), {}, results.into(7));  // waits for room; the queue is full
+    sender->submit(pipe_read(late, &sinks[8], 1), {}, results.into(8));  // the lane
+    results.into(4)(result);
+  });
+  handle.submit(pipe_read(second_trigger, &sinks[5], 1), {}, [&, sender](int result) noexcept {
+    sender->cancel(reads[0], results.into(9));  // the lane (not empty): a queue's worth of turn away
+    results.into(5)(result);
+  });
+  const auto scheduler_tid = i2o2_test::thread_named(name);
+  REQUIRE(scheduler_tid);
+  const auto asleep = [&] { return i2o2_test::run_state(*scheduler_tid) == 'S'; };
+  REQUIRE(eventually(asleep));  // every op slot taken by a read
+  first_trigger.feed("a", 1);
+  REQUIRE(eventually([&] { return results.arrived(4); }));
+  REQUIRE(eventually(asleep));  // waiting for room for the second late read
+
+  // A client's try_submit, refused as full and held in the gate.
+  const int refused_before = i2o2_test::refusing_record::refused.load();
+  i2o2_test::refusing_record::hold_refusal.store(true);
+  i2o2_test::refusing_record::refuse_next.store(true);
+  std::thread client([&] {
+    typename scheduler_type::handle_type::guard_arg no_guard{};
+    const auto refused = handle.try_submit(i2o2::op::nop{}, std::move(no_guard), [](int) noexcept {});
+    CHECK(refused.error() == i2o2::errc::queue_full);
+  });
+  REQUIRE(eventually([&] { return i2o2_test::refusing_record::refused.load() == refused_before + 1; }));
+  second_trigger.feed("b", 1);
+  REQUIRE(eventually([&] { return results.arrived(5); }));
+  // Still looking at the queue, not asleep:
+  const int looks = i2o2_test::refusing_record::pop_batches.load();
+  CHECK(eventually([&] { return i2o2_test::refusing_record::pop_batches.load() >= looks + 16; },
+                   std::chrono::seconds(10)));
+  i2o2_test::refusing_record::hold_refusal.store(false);
+  client.join();
+  if (!eventually([&] { return results.arrived(9); }, std::chrono::seconds(10))) {
+    FAIL_CHECK("the scheduler slept with the cancel in its overflow lane");
+    parked.feed("z", 1);
+  }
+  CHECK(results[9] == 0);
+  REQUIRE(eventually([&] { return results.arrived(0); }));
+  CHECK(results[0] == -ECANCELED);
+  parked.feed("bcd", 3);
+  late.feed("abc", 3);
+  for (const std::size_t i : {1, 2, 3, 4, 5, 6, 7, 8}) {
+    REQUIRE(eventually([&] { return results.arrived(i); }));
+    CHECK(results[i] == 1);
+  }
+}
+
 // Default policies but the queue (refusing: a push refused as full once, on
 // request), which must be built into a concrete scheduler type.
 TEST_CASE("a push refused as full that fits on its retry wakes the parked scheduler", "[scheduler]") {

@@ -7,7 +7,9 @@
 //    publishing its cells one by one;
 //  - refusing: a push refused as full once, when the test asks, as when the
 //    queue is full at a producer's first try and has room again by its
-//    retry (the scheduler popped in between).
+//    retry (the scheduler popped in between); on request the refusal is
+//    held until released, as a producer descheduled mid-push would hold
+//    the gate.
 // Both wrap the library's own queues, so everything else is the real thing.
 
 #include <i2o2/queue/concept.hpp>
@@ -19,6 +21,7 @@
 #include <deque>
 #include <mutex>
 #include <span>
+#include <thread>
 
 namespace i2o2_test {
 
@@ -94,6 +97,8 @@ static_assert(i2o2::queue_family<late_members>);
 struct refusing_record {
   static inline std::atomic<bool> refuse_next{false};  // refuse the next push as full
   static inline std::atomic<int> refused{0};
+  static inline std::atomic<bool> hold_refusal{false};  // the refused push returns once this is false
+  static inline std::atomic<int> pop_batches{0};        // the scheduler's looks at the queue
 };
 
 template <class T>
@@ -105,12 +110,15 @@ public:
   bool try_push_many(std::span<T> values) noexcept {
     if (refusing_record::refuse_next.exchange(false)) {
       refusing_record::refused.fetch_add(1);
+      while (refusing_record::hold_refusal.load())
+        std::this_thread::yield();
       return false;
     }
     return inner_.try_push_many(values);
   }
   template <class Consume>
   std::size_t pop_batch(std::size_t max, Consume&& consume) noexcept {
+    refusing_record::pop_batches.fetch_add(1);
     return inner_.pop_batch(max, consume);
   }
   bool empty() const noexcept { return inner_.empty(); }

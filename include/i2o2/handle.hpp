@@ -77,7 +77,8 @@ public:
   /// that never reached the kernel: on the submitting thread).
   /// Any thread. On the scheduler thread itself (a callback, a coroutine
   /// resumed there) it never waits: what does not fit the queue is kept, in
-  /// order, on a list of the scheduler's own.
+  /// order, in the scheduler's overflow lane, and pulled after everything
+  /// queued before it.
   template <operation Op, class... ReplyArgs>
   requires reply_factory<Reply, ReplyArgs...> reply_type submit(const Op& op, guard_arg guard = {},
                                                                 ReplyArgs&&... reply_args) {

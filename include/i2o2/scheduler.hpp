@@ -261,25 +261,38 @@ private:
     };
     // What the scheduler thread itself submitted past a full queue (the
     // overflow lane) is taken at its turn among the queue's envelopes,
-    // like them; never between a chain's head and its members.
+    // like them; never between a chain's head and its members, but a
+    // chain in the lane has its members right behind its head there.
     auto& overflow = state_->overflow();
+    const auto lane_member_missing = [&] {
+      const envelope_type& front = overflow.front();
+      return front.kind == detail::envelope_kind::op && front.chain_length == 0;
+    };
+    // Counted as each is taken, not after the batch: a callback run while
+    // taking one may submit into a cell freed by those before, and then
+    // into the lane, whose turn counts from here.
+    const auto take_counted = [&](envelope_type& envelope) noexcept {
+      if (!take_queued(envelope)) return false;
+      overflow.popped(1);
+      return true;
+    };
     std::size_t pulled = 0;
     for (;;) {
-      if (chain_members_missing_ == 0 && overflow.front_due()) {
+      if (overflow.front_due() && (chain_members_missing_ == 0 || lane_member_missing())) {
         if (!take_queued(overflow.front())) break;  // it waits, and so does all that came after it
         overflow.pop_front();
         continue;
       }
-      // Up to the lane's turn; a chain's members (sent after the lane's
-      // front, or they would be before its turn) regardless.
+      // Up to the lane's turn; the members of a chain whose head came from
+      // the queue (sent after the lane's front, or they would be before
+      // its turn) regardless.
       const std::size_t turn = std::max<std::size_t>(overflow.pops_before_front(state_->queue().capacity()),
                                                      chain_members_missing_);
-      const std::size_t popped = state_->queue().pop_batch(turn, take_queued);
-      overflow.popped(popped);
+      const std::size_t popped = state_->queue().pop_batch(turn, take_counted);
       pulled += popped;
       if (overflow.empty()) break;
       if (popped == turn) continue;
-      if (!state_->queue_drained()) break;  // the queue's front waits
+      if (!state_->queue_drained()) break;  // the queue's front waits, or a producer is mid-push
       overflow.queue_drained();
       if (chain_members_missing_ != 0) break;  // its members are still being published
     }
@@ -511,8 +524,8 @@ private:
     } else if (ring_.iopoll()) {
       // IOPOLL rings only complete by polling, and cannot hold the armed
       // wake op: poll while ops are in flight, sleep outside when idle.
-      if (slots_.in_use() == 0 && ring_.sq_pending() == 0 && state_->overflow().empty() &&
-          unregisters_.empty() && state_->announce_park()) {
+      if (slots_.in_use() == 0 && ring_.sq_pending() == 0 && unregisters_.empty() &&
+          state_->announce_park()) {
         state_->wait().block();
         state_->end_park();
       } else {
@@ -523,12 +536,11 @@ private:
       // Without an idle spin, only until the budget has a cost: an enter
       // that also parks cannot tell submitting from waiting.
       enter(0);
-    } else if (const idle_news news = state_->overflow().empty() ? spin_for_work() : idle_news::none;
-               news != idle_news::none) {
+    } else if (const idle_news news = spin_for_work(); news != idle_news::none) {
       // A producer pushed while we spun: pull it without a wake. Or
       // completions wait as deferred task work: enter to post them.
       if (news == idle_news::completions) enter(0);
-    } else if (state_->overflow().empty() && state_->wait().arm(ring_) && state_->announce_park()) {
+    } else if (state_->wait().arm(ring_) && state_->announce_park()) {
       // Armed before announcing: a producer may wake us the moment it sees
       // the announcement, and the wake must find everything in place.
       enter(1);

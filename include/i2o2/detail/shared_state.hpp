@@ -205,17 +205,26 @@ public:
   /// empty and the gate closed, but a close() since `stop_requests_seen`
   /// (a new deadline, or the close itself) must not find it asleep, nor a
   /// cancel queued or on its way while the queue holds what could be set
-  /// aside to reach it. True if it may sleep; producers and close() then
-  /// wake it as for a park.
+  /// aside to reach it, nor the overflow lane's front waiting for a turn
+  /// only a look at the queue can give. True if it may sleep; producers
+  /// and close() then wake it as for a park.
   bool announce_wait(std::uint32_t stop_requests_seen) noexcept {
     parked_.store(1, std::memory_order_relaxed);
     dekker_fence(parked_);  // pairs with the fence in close()'s and push()'s wake_scheduler()
     if (stop_requests_.load(std::memory_order_relaxed) != stop_requests_seen ||
-        (cancel_queued() && !queue_.empty())) {
+        (cancel_queued() && !queue_.empty()) || lane_waits_for_a_producer()) {
       parked_.store(0, std::memory_order_relaxed);
       return false;
     }
     return true;
+  }
+
+  /// The overflow lane's front waits for its turn with the queue empty:
+  /// only because a producer was mid-push when the scheduler looked, and
+  /// one that leaves without pushing (a try_submit refused) wakes nobody.
+  /// Scheduler thread only.
+  bool lane_waits_for_a_producer() const noexcept {
+    return !overflow_.empty() && !overflow_.front_due() && queue_.empty();
   }
 
   /// Whether a cancel is in the queue, or on its way in. Any thread.
