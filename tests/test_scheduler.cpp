@@ -587,6 +587,84 @@ void check_overflow_unregister_waits_for_its_queued_read() {
   }
 }
 
+/// Adapted from a review's reproducer. A client's chain is set aside (a
+/// cancel waits to get in) just as a lane entry's turn comes between its
+/// head and its member: the lane entry must wait behind the whole chain.
+/// (Set aside between them, it was placed as the next op of the head's
+/// link, and the member's count wrapped: the loop spun for ever.)
+template <class Queue>
+void check_lane_entry_waits_behind_a_set_aside_chain() {
+  using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+  auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 4, .ring_depth = 4});
+  auto& handle = running.handle;
+  // 0-5 parked reads, 6-7 cancels naming nothing, 8-9 late reads, 10-11 lane nops,
+  // 12-13 the client's chain, 14 the client's cancel.
+  i2o2_test::callback_results<15> results;
+  i2o2_test::pipe_pair trigger;
+  i2o2_test::pipe_pair parked;
+  i2o2_test::pipe_pair late;
+  std::array<i2o2::callback_submitted, 6> reads;
+  std::array<char, 16> sinks{};
+  auto* sender = &handle;
+  park_every_slot_then(handle, results, trigger, parked, reads, sinks, [&] {
+    // The queue (4) from P: two cancels, two reads; the lane: a nop, its
+    // turn at P + 4.
+    sender->cancel(i2o2::callback_submitted{}, results.into(6));
+    sender->cancel(i2o2::callback_submitted{}, [&results, sender](int result) noexcept {
+      results.into(7)(result);
+      // Run while the scheduler pulls, the lane not empty: a nop into it,
+      // its turn a queue's worth on from here, at P + 5.
+      sender->submit(i2o2::op::nop{}, {}, results.into(11));
+    });
+    sender->submit(pipe_read(late, &sinks[8], 1), {}, results.into(8));
+    sender->submit(pipe_read(late, &sinks[9], 1), {}, results.into(9));
+    sender->submit(i2o2::op::nop{}, {}, results.into(10));
+  });
+  REQUIRE(eventually([&] { return results.arrived(7); }));  // the late reads wait for room
+  // The chain goes in at P + 4 and P + 5, around the second nop's turn.
+  const std::array<i2o2::prepared_op, 2> chain{i2o2::prepare(i2o2::op::nop{}),
+                                               i2o2::prepare(i2o2::op::nop{})};
+  std::array<decltype(results.into(0)), 2> replies{results.into(12), results.into(13)};
+  handle.submit_chain(chain, {}, i2o2::link_kind::soft, replies);
+  handle.cancel(reads[1], results.into(14));  // everything queued is set aside to reach it
+  REQUIRE(eventually([&] { return results.arrived(14); }));
+  CHECK(results[14] == 0);
+  parked.feed("bcde", 4);  // room for everything set aside
+  late.feed("ab", 2);
+  for (const std::size_t i : {10, 11, 12, 13}) {
+    REQUIRE(eventually([&] { return results.arrived(i); }));
+    CHECK(results[i] == 0);
+  }
+  CHECK(results[1] == -ECANCELED);
+}
+
+/// Holds the scheduler thread in a nop's callback while this thread queues
+/// four cancels naming nothing (a queue of 4, an mpsc_ring), then lets it
+/// pull them: each resolves -ENOENT at once, and the second's and third's
+/// callbacks, `second` and `third`, run while the pull goes on, each with
+/// the cell of the one before it free. `second` and `third` must outlive
+/// the pull.
+template <class Handle, class Second, class Third>
+void run_mid_pull(Handle& handle, const Second& second, const Third& third) {
+  std::atomic<int> stage{0};  // 1: the scheduler thread is held; 2: released; 3: let go of `stage`
+  handle.submit(i2o2::op::nop{}, {}, [&stage](int) noexcept {
+    stage.store(1);
+    while (stage.load() != 2)
+      std::this_thread::yield();
+    stage.store(3);
+  });
+  REQUIRE(eventually([&] { return stage.load() == 1; }));
+  handle.cancel(i2o2::callback_submitted{}, [](int) noexcept {});
+  handle.cancel(i2o2::callback_submitted{}, [&second](int) noexcept { second(); });
+  handle.cancel(i2o2::callback_submitted{}, [&third](int) noexcept { third(); });
+  handle.cancel(i2o2::callback_submitted{}, [](int) noexcept {});
+  stage.store(2);
+  REQUIRE(eventually([&] { return stage.load() == 3; }));
+}
+
+using mid_pull_scheduler =
+    i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+
 }  // namespace
 
 // Concrete types: the cancels and the unregister are sent from a callback, on
@@ -761,6 +839,125 @@ TEST_CASE("a scheduler whose overflow lane waits on a producer mid-push does not
     REQUIRE(eventually([&] { return results.arrived(i); }));
     CHECK(results[i] == 1);
   }
+}
+
+TEST_CASE("a lane entry whose turn comes inside a set-aside chain waits behind the whole chain",
+          "[scheduler][cancel]") {
+  i2o2_test::watchdog dog("lane entry inside a set-aside chain");
+  SECTION("mpsc_ring") { check_lane_entry_waits_behind_a_set_aside_chain<i2o2::queue::mpsc_ring>(); }
+  SECTION("mutex_ring") { check_lane_entry_waits_behind_a_set_aside_chain<i2o2::queue::mutex_ring>(); }
+}
+
+// mpsc_ring only: it frees each cell as it is taken (a mutex_ring frees
+// the batch at its end), which gives the callbacks below room mid-pull.
+TEST_CASE("a cancel naming an op still in the overflow lane waits for it", "[scheduler][cancel]") {
+  // The lane's read goes in at its turn, a queue's worth on from when it
+  // was sent (the lane was not empty): the client's cancel, sent after the
+  // read but queued in a cell freed before that turn, is taken first. It
+  // must wait for the read, not find nothing (-ENOENT).
+  i2o2_test::watchdog dog("cancel of an op in the lane");
+  auto running =
+      i2o2::spawn_scheduler<mid_pull_scheduler>(i2o2::config{.queue_capacity = 4, .ring_depth = 4});
+  auto& handle = running.handle;
+  i2o2_test::callback_results<4> results;  // a nop into the queue, a nop into the lane, the read, the cancel
+  i2o2_test::pipe_pair pipe;
+  char sink = 0;
+  std::atomic<std::uint64_t> read_key{0};
+  std::atomic<bool> cancel_sent{false};
+  auto* sender = &handle;
+  i2o2::callback_submitted read;
+  std::thread client([&] {
+    REQUIRE(eventually([&] { return read_key.load() != 0; }));
+    handle.cancel(read, results.into(3));
+    cancel_sent.store(true);
+  });
+  const auto second = [&results, sender] {
+    sender->submit(i2o2::op::nop{}, {}, results.into(0));  // the queue, full again
+    sender->submit(i2o2::op::nop{}, {}, results.into(1));  // the lane
+  };
+  const auto third = [&] {
+    read = sender->submit(pipe_read(pipe, &sink, 1), {}, results.into(2));  // the lane, not empty
+    read_key.store(1);
+    // The client's cancel takes the cell the second cancel freed.
+    while (!cancel_sent.load())
+      std::this_thread::yield();
+  };
+  run_mid_pull(handle, second, third);
+  client.join();
+  REQUIRE(eventually([&] { return results.arrived(3); }));
+  CHECK(results[3] == 0);
+  if (results[3] != 0) pipe.feed("x", 1);
+  REQUIRE(eventually([&] { return results.arrived(2); }));
+  CHECK(results[2] == -ECANCELED);
+  CHECK(results[0] == 0);
+  CHECK(results[1] == 0);
+}
+
+TEST_CASE("try_submit on the scheduler thread does not overtake what it sent into the overflow lane",
+          "[scheduler]") {
+  // With ops of its own still waiting in the lane, a try from the
+  // scheduler thread is refused as full, even where the queue has a free
+  // cell: taken into it, the op would go before them.
+  i2o2_test::watchdog dog("try_submit behind the lane");
+  auto running =
+      i2o2::spawn_scheduler<mid_pull_scheduler>(i2o2::config{.queue_capacity = 4, .ring_depth = 4});
+  auto& handle = running.handle;
+  i2o2_test::callback_results<4> results;  // a nop into the queue, two into the lane, the try
+  std::atomic<int> refused{0};             // 1: refused as full; 2: taken
+  auto* sender = &handle;
+  const auto second = [&results, sender] {
+    sender->submit(i2o2::op::nop{}, {}, results.into(0));  // the queue, full again
+    sender->submit(i2o2::op::nop{}, {}, results.into(1));  // the lane
+  };
+  const auto third = [&results, &refused, sender] {
+    sender->submit(i2o2::op::nop{}, {}, results.into(2));  // the lane, not empty
+    typename mid_pull_scheduler::handle_type::guard_arg no_guard{};
+    const auto tried = sender->try_submit(i2o2::op::nop{}, std::move(no_guard), results.into(3));
+    refused.store(tried.error() == i2o2::errc::queue_full ? 1 : 2);
+  };
+  run_mid_pull(handle, second, third);
+  REQUIRE(eventually([&] { return refused.load() != 0; }));
+  CHECK(refused.load() == 1);
+  for (std::size_t i = 0; i < 3; ++i) {
+    REQUIRE(eventually([&] { return results.arrived(i); }));
+    CHECK(results[i] == 0);
+  }
+}
+
+TEST_CASE("callbacks that keep sending into the overflow lane do not starve the queue", "[scheduler]") {
+  // Each lane cancel names nothing, resolves at once, and its callback
+  // sends the next into the lane: taken in the same pull as they come, they
+  // kept the pull from ever returning to the queue.
+  i2o2_test::watchdog dog("lane refilled by callbacks");
+  using scheduler_type =
+      i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+  auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
+  auto& handle = running.handle;
+  std::atomic<bool> stop{false};
+  std::atomic<int> relayed{0};
+  struct relay {
+    scheduler_type::handle_type* sender;
+    std::atomic<bool>* stop;
+    std::atomic<int>* relayed;
+    void operator()(int) const noexcept {
+      relayed->fetch_add(1);
+      if (!stop->load()) sender->cancel(i2o2::callback_submitted{}, relay{*this});
+    }
+  };
+  auto* sender = &handle;
+  handle.submit(i2o2::op::nop{}, {}, [&, sender](int) noexcept {
+    sender->submit(i2o2::op::nop{}, {}, [](int) noexcept {});
+    sender->submit(i2o2::op::nop{}, {}, [](int) noexcept {});                    // the queue (2) is full
+    sender->cancel(i2o2::callback_submitted{}, relay{sender, &stop, &relayed});  // the lane
+  });
+  REQUIRE(eventually([&] { return relayed.load() > 100; }));
+  std::atomic<int> client_nop{1000};
+  handle.submit(i2o2::op::nop{}, {}, [&client_nop](int result) noexcept { client_nop.store(result); });
+  const bool served = eventually([&] { return client_nop.load() != 1000; }, std::chrono::seconds(10));
+  stop.store(true);
+  CHECK(served);
+  REQUIRE(eventually([&] { return client_nop.load() != 1000; }));
+  CHECK(client_nop.load() == 0);
 }
 
 // Default policies but the queue (refusing: a push refused as full once, on

@@ -91,7 +91,9 @@ public:
   }
 
   /// Like `submit`, but never waits: fails with `errc::queue_full` or
-  /// `errc::scheduler_closed`. Whenever the op is not taken — those
+  /// `errc::scheduler_closed`. (On the scheduler thread the queue counts
+  /// as full while ops it sent past a full queue still wait to go in.)
+  /// Whenever the op is not taken — those
   /// failures, or an op resolved at once with `unsupported_op` /
   /// `needs_sqe128` / `reserved_flags` — `guard` is left untouched: the
   /// caller still owns it. The reply is resolved either way: a callback

@@ -215,7 +215,7 @@ private:
     const auto run_held_cancels = [&] {
       if (chain_members_missing_ != 0) return;
       for (auto cancel = held_cancels_.begin(); cancel != held_cancels_.end();) {
-        if (names_held_op(cancel->key)) {
+        if (names_waiting_op(cancel->key)) {
           ++cancel;
         } else if (consume(*cancel)) {
           cancel = held_cancels_.erase(cancel);
@@ -236,27 +236,36 @@ private:
     // They are what producers sent meanwhile, held here instead of queued.
     const auto take_queued = [&](envelope_type& envelope) noexcept {
       const bool cancel = envelope.kind == detail::envelope_kind::cancel;
-      if (held_.empty()) {
+      if (cancel && names_waiting_op(envelope.key)) {
+        // Its op is set aside or in the overflow lane: it waits apart
+        // until that op is in the ring (held_cancels_), as it would have
+        // behind it in the queue.
+        held_cancels_.push_back(std::move(envelope));
+        state_->cancel_taken();
+        return true;
+      }
+      if (held_.empty() || cancel) {
+        // Any other cancel goes now, past what is set aside.
         if (consume(envelope)) {
           if (cancel) state_->cancel_taken();
           return true;
         }
         if (cancel || !head_waits_for_room_ || !state_->cancel_queued()) return false;
-      } else if (cancel) {
-        // One naming an op set aside waits until that op is in the ring
-        // (held_cancels_), as it would have behind it in the queue; any
-        // other goes now.
-        if (names_held_op(envelope.key)) {
-          held_cancels_.push_back(std::move(envelope));
-        } else if (!consume(envelope)) {
-          return false;  // no SQE or CQ entry for it yet
-        }
-        state_->cancel_taken();
-        return true;
       } else if (!state_->cancel_queued()) {
         return false;  // no cancel left to reach: the rest stays queued
       }
       held_.push_back(std::move(envelope));
+      return true;
+    };
+    // A chain goes whole, also when set aside: what is taken after its
+    // head must be its members (chain_members_missing_ counts only those
+    // of a head placed in the ring).
+    const auto take_whole = [&](envelope_type& envelope) noexcept {
+      const bool op = envelope.kind == detail::envelope_kind::op;
+      const std::uint32_t length = envelope.chain_length;
+      if (!take_queued(envelope)) return false;
+      if (op && length > 1) members_to_take_ = length - 1U;
+      if (op && length == 0 && members_to_take_ != 0) --members_to_take_;
       return true;
     };
     // What the scheduler thread itself submitted past a full queue (the
@@ -272,29 +281,35 @@ private:
     // taking one may submit into a cell freed by those before, and then
     // into the lane, whose turn counts from here.
     const auto take_counted = [&](envelope_type& envelope) noexcept {
-      if (!take_queued(envelope)) return false;
+      if (!take_whole(envelope)) return false;
       overflow.popped(1);
       return true;
     };
+    // What callbacks run meanwhile add to the lane waits for the next pull.
+    std::size_t lane_allowance = overflow.size();
     std::size_t pulled = 0;
     for (;;) {
-      if (overflow.front_due() && (chain_members_missing_ == 0 || lane_member_missing())) {
-        if (!take_queued(overflow.front())) break;  // it waits, and so does all that came after it
+      if (lane_allowance != 0 && overflow.front_due() && (members_to_take_ == 0 || lane_member_missing())) {
+        if (!take_whole(overflow.front())) break;  // it waits, and so does all that came after it
         overflow.pop_front();
+        --lane_allowance;
         continue;
       }
       // Up to the lane's turn; the members of a chain whose head came from
       // the queue (sent after the lane's front, or they would be before
       // its turn) regardless.
-      const std::size_t turn = std::max<std::size_t>(overflow.pops_before_front(state_->queue().capacity()),
-                                                     chain_members_missing_);
+      const std::size_t turn =
+          std::max<std::size_t>(overflow.pops_before_front(state_->queue().capacity()), members_to_take_);
       const std::size_t popped = state_->queue().pop_batch(turn, take_counted);
       pulled += popped;
       if (overflow.empty()) break;
-      if (popped == turn) continue;
+      if (popped == turn) {
+        if (lane_allowance == 0 && overflow.front_due()) break;
+        continue;
+      }
       if (!state_->queue_drained()) break;  // the queue's front waits, or a producer is mid-push
       overflow.queue_drained();
-      if (chain_members_missing_ != 0) break;  // its members are still being published
+      if (members_to_take_ != 0 || lane_allowance == 0) break;
     }
     if (pulled != 0) state_->signal_space();
     run_held_cancels();           // their ops may have been placed just now
@@ -308,11 +323,13 @@ private:
     return state_->queue().empty() && state_->overflow().empty() && held_.empty() && held_cancels_.empty();
   }
 
-  /// Whether `key` names an op set aside (held_).
-  bool names_held_op(std::uint64_t key) const noexcept {
-    return key != 0 && std::ranges::any_of(held_, [key](const envelope_type& envelope) {
-             return envelope.kind == detail::envelope_kind::op && envelope.key == key;
-           });
+  /// Whether `key` names an op set aside (held_) or still in the overflow
+  /// lane: sent, but not in the ring yet.
+  bool names_waiting_op(std::uint64_t key) noexcept {
+    const auto named = [key](const envelope_type& envelope) {
+      return envelope.kind == detail::envelope_kind::op && envelope.key == key;
+    };
+    return key != 0 && (std::ranges::any_of(held_, named) || state_->overflow().any_of(named));
   }
 
   /// One op into the ring; with `timed`, a LINK_TIMEOUT right behind it.
@@ -618,6 +635,8 @@ private:
       announced = state_->wait().arm(ring_) && state_->announce_wait(stops_seen);
       if (!announced) {
         enter(0);  // a stop came in meanwhile, or no SQE for the wake op: look again
+        // Or the lane waits on a producer mid-push: let it run.
+        if (state_->lane_waits_for_a_producer()) ::sched_yield();
         return;
       }
     }
@@ -763,10 +782,13 @@ private:
   unsigned link_timeouts_in_flight_ = 0;
   // Ops of the chain being pulled that producers have not published yet.
   unsigned chain_members_missing_ = 0;
+  // Members of the chain whose head pull() took last (into the ring or
+  // set aside) still to be taken: nothing else may come between.
+  unsigned members_to_take_ = 0;
   // Envelopes taken from the queue, in order, behind an op that waits for
   // room, so that a cancel queued behind them could be reached (pull()).
   std::deque<envelope_type> held_;
-  // Cancels that came while the op they name was in held_.
+  // Cancels that came while the op they name was in held_ or the overflow lane.
   std::list<envelope_type> held_cancels_;
   // The last pull stopped at an envelope that needs more room than is free.
   bool head_waits_for_room_ = false;

@@ -25,6 +25,14 @@ template <class Envelope>
 class overflow_lane {
 public:
   bool empty() const noexcept { return entries_.empty(); }
+  std::size_t size() const noexcept { return entries_.size(); }
+  /// Whether `predicate` holds for any envelope in the lane.
+  template <class Predicate>
+  bool any_of(Predicate predicate) const noexcept {
+    for (const entry& waiting : entries_)
+      if (predicate(waiting.envelope)) return true;
+    return false;
+  }
 
   /// Queues `envelope` behind at most `queue_capacity` envelopes still in the queue.
   void push(Envelope&& envelope, std::size_t queue_capacity) {

@@ -69,6 +69,13 @@ public:
   push_result push(std::span<Envelope> items, bool wait_for_space) noexcept {
     if (!enter_gate()) return push_result::closed;
     const bool cancel = items.size() == 1 && items.front().kind == envelope_kind::cancel;
+    if (!wait_for_space && serving_thread == this && !overflow_.empty()) {
+      // A try from the scheduler thread must not overtake what it sent
+      // into the overflow lane before: while that waits, the queue is full
+      // to it.
+      leave_gate();
+      return push_result::full;
+    }
     if (wait_for_space && serving_thread == this) {
       // A submit from the scheduler thread itself (a coroutine resumed
       // there): waiting for room only that thread can make would deadlock,
