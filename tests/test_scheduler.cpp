@@ -665,6 +665,53 @@ void run_mid_pull(Handle& handle, const Second& second, const Third& third) {
 using mid_pull_scheduler =
     i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
 
+/// Adapted from a review's reproducer. A callback run inside a pull (the
+/// -ENOENT reply of a cancel naming nothing) sends a cancel of a parked read
+/// into the lane: it waits for the next pull, which must come without the
+/// scheduler sleeping first (the CQ is full of reads only that cancel can
+/// end, and nobody else wakes it for its own lane).
+template <class Queue>
+void check_lane_cancel_sent_mid_pull_is_not_slept_on() {
+  using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+  auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
+  auto& handle = running.handle;
+  // 0-5 parked reads (0: the trigger), 6 and 8 late reads, 7 the cancel naming nothing, 9 the lane cancel.
+  i2o2_test::callback_results<10> results;
+  i2o2_test::pipe_pair trigger;
+  i2o2_test::pipe_pair parked;
+  i2o2_test::pipe_pair late;
+  std::array<i2o2::callback_submitted, 6> reads;
+  std::array<char, 16> sinks{};
+  auto* sender = &handle;
+  park_every_slot_then(handle, results, trigger, parked, reads, sinks, [&] {
+    sender->submit(pipe_read(late, &sinks[6], 1), {}, results.into(6));  // takes the trigger's slot
+    sender->cancel(i2o2::callback_submitted{},
+                   [&results, &reads, &sinks, &late, sender](int result) noexcept {
+                     // Runs inside pull(), from control(), with the ring full again.
+                     results.into(7)(result);
+                     sender->submit(pipe_read(late, &sinks[8], 1), {},
+                                    results.into(8));            // mpsc: the freed cell; mutex: the lane
+                     sender->cancel(reads[1], results.into(9));  // the lane, after the pull's allowance
+                   });
+  });
+  REQUIRE(eventually([&] { return results.arrived(7); }));
+  CHECK(results[7] == -ENOENT);
+  if (!eventually([&] { return results.arrived(9); }, std::chrono::seconds(10))) {
+    FAIL_CHECK("the scheduler slept with a due cancel in its overflow lane");
+    parked.feed("u", 1);  // a completion wakes it; the next pull takes the lane
+  }
+  REQUIRE(eventually([&] { return results.arrived(9); }));
+  CHECK(results[9] == 0);
+  REQUIRE(eventually([&] { return results.arrived(1); }));
+  CHECK(results[1] == -ECANCELED);
+  parked.feed("bcde", 4);
+  late.feed("ab", 2);
+  for (const std::size_t i : {0, 2, 3, 4, 5, 6, 8}) {
+    REQUIRE(eventually([&] { return results.arrived(i); }));
+    CHECK(results[i] == 1);
+  }
+}
+
 }  // namespace
 
 // Concrete types: the cancels and the unregister are sent from a callback, on
@@ -846,6 +893,12 @@ TEST_CASE("a lane entry whose turn comes inside a set-aside chain waits behind t
   i2o2_test::watchdog dog("lane entry inside a set-aside chain");
   SECTION("mpsc_ring") { check_lane_entry_waits_behind_a_set_aside_chain<i2o2::queue::mpsc_ring>(); }
   SECTION("mutex_ring") { check_lane_entry_waits_behind_a_set_aside_chain<i2o2::queue::mutex_ring>(); }
+}
+
+TEST_CASE("a lane cancel sent by a callback run mid-pull is not slept on", "[scheduler][cancel]") {
+  i2o2_test::watchdog dog("lane cancel past the pull's allowance");
+  SECTION("mpsc_ring") { check_lane_cancel_sent_mid_pull_is_not_slept_on<i2o2::queue::mpsc_ring>(); }
+  SECTION("mutex_ring") { check_lane_cancel_sent_mid_pull_is_not_slept_on<i2o2::queue::mutex_ring>(); }
 }
 
 // mpsc_ring only: it frees each cell as it is taken (a mutex_ring frees

@@ -176,6 +176,7 @@ private:
   void pull() noexcept {
     head_waits_for_room_ = false;
     cancel_waits_for_sqe_ = false;
+    lane_deferred_ = false;
     // Members of a chain whose head an earlier pull took were budgeted then:
     // their SQEs are not free for anything else.
     const unsigned free_now = std::min(ring_.sq_space_left(), cq_room());
@@ -285,11 +286,16 @@ private:
       overflow.popped(1);
       return true;
     };
-    // What callbacks run meanwhile add to the lane waits for the next pull.
+    // What callbacks run meanwhile add to the lane waits for the next pull
+    // (lane_deferred_: which comes without sleeping first).
     std::size_t lane_allowance = overflow.size();
     std::size_t pulled = 0;
     for (;;) {
-      if (lane_allowance != 0 && overflow.front_due() && (members_to_take_ == 0 || lane_member_missing())) {
+      if (overflow.front_due() && (members_to_take_ == 0 || lane_member_missing())) {
+        if (lane_allowance == 0) {
+          lane_deferred_ = true;
+          break;
+        }
         if (!take_whole(overflow.front())) break;  // it waits, and so does all that came after it
         overflow.pop_front();
         --lane_allowance;
@@ -303,13 +309,10 @@ private:
       const std::size_t popped = state_->queue().pop_batch(turn, take_counted);
       pulled += popped;
       if (overflow.empty()) break;
-      if (popped == turn) {
-        if (lane_allowance == 0 && overflow.front_due()) break;
-        continue;
-      }
+      if (popped == turn) continue;
       if (!state_->queue_drained()) break;  // the queue's front waits, or a producer is mid-push
       overflow.queue_drained();
-      if (members_to_take_ != 0 || lane_allowance == 0) break;
+      if (members_to_take_ != 0) break;  // its members are still being published
     }
     if (pulled != 0) state_->signal_space();
     run_held_cancels();           // their ops may have been placed just now
@@ -515,9 +518,10 @@ private:
       // the SQ is already handed to the kernel (were SQEs still pending,
       // submitting them would free SQ room without waiting for anything).
       // (A cancel that found no SQE goes once the SQ is submitted: the op
-      // it ends may be what the CQ waits for.)
-      const bool cq_bound =
-          (cq_room() == 0 && !cancel_waits_for_sqe_) || (head_waits_for_room_ && ring_.sq_pending() == 0);
+      // it ends may be what the CQ waits for. Lane entries left for the
+      // next pull go then too.)
+      const bool cq_bound = !lane_deferred_ && ((cq_room() == 0 && !cancel_waits_for_sqe_) ||
+                                                (head_waits_for_room_ && ring_.sq_pending() == 0));
       if (cq_bound && completions_expected())
         wait_for_completion(closing, stops_seen);
       else
@@ -794,6 +798,9 @@ private:
   bool head_waits_for_room_ = false;
   // The last pull left a cancel that found the SQ full (until the next pull).
   bool cancel_waits_for_sqe_ = false;
+  // The last pull left lane entries that callbacks sent during it, for the
+  // next pull: no sleeping before it (nobody else would wake us for them).
+  bool lane_deferred_ = false;
   // Unregisters pulled but not run yet (run_due_unregisters), in order,
   // each with the slot table's placed_count() when it was pulled.
   struct pending_unregister {

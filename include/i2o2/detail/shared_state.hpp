@@ -283,8 +283,6 @@ private:
 
   // Read-mostly after construction.
   Queue queue_;
-  // Scheduler thread only.
-  overflow_lane<Envelope> overflow_;
   Wait wait_;
   const std::uint32_t ring_flags_;
   const std::size_t max_chain_length_;
@@ -301,6 +299,9 @@ private:
   std::atomic<std::uint32_t> stop_requests_{0};
   // Cancels pushed or being pushed that the scheduler has not taken yet.
   std::atomic<std::int32_t> cancels_queued_{0};
+  // Scheduler thread only, and written for every envelope pulled (its pop
+  // count): on lines of its own, apart from what producers read.
+  alignas(64) overflow_lane<Envelope> overflow_;
 };
 
 }  // namespace i2o2::detail
