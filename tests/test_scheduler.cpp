@@ -987,21 +987,26 @@ TEST_CASE("callbacks that keep sending into the overflow lane do not starve the 
   auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
   auto& handle = running.handle;
   std::atomic<bool> stop{false};
+  std::atomic<bool> stopped{false};  // the last relay is in: nothing more is sent
   std::atomic<int> relayed{0};
   struct relay {
     scheduler_type::handle_type* sender;
     std::atomic<bool>* stop;
+    std::atomic<bool>* stopped;
     std::atomic<int>* relayed;
     void operator()(int) const noexcept {
       relayed->fetch_add(1);
-      if (!stop->load()) sender->cancel(i2o2::callback_submitted{}, relay{*this});
+      if (stop->load())
+        stopped->store(true);
+      else
+        sender->cancel(i2o2::callback_submitted{}, relay{*this});
     }
   };
   auto* sender = &handle;
   handle.submit(i2o2::op::nop{}, {}, [&, sender](int) noexcept {
     sender->submit(i2o2::op::nop{}, {}, [](int) noexcept {});
     sender->submit(i2o2::op::nop{}, {}, [](int) noexcept {});                    // the queue (2) is full
-    sender->cancel(i2o2::callback_submitted{}, relay{sender, &stop, &relayed});  // the lane
+    sender->cancel(i2o2::callback_submitted{}, relay{sender, &stop, &stopped, &relayed});  // the lane
   });
   REQUIRE(eventually([&] { return relayed.load() > 100; }));
   std::atomic<int> client_nop{1000};
@@ -1011,6 +1016,9 @@ TEST_CASE("callbacks that keep sending into the overflow lane do not starve the 
   CHECK(served);
   REQUIRE(eventually([&] { return client_nop.load() != 1000; }));
   CHECK(client_nop.load() == 0);
+  // Before the scheduler closes: a relay sent after that would throw
+  // scheduler_closed from its callback.
+  REQUIRE(eventually([&] { return stopped.load(); }));
 }
 
 // Default policies but the queue (refusing: a push refused as full once, on
