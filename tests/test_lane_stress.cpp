@@ -6,7 +6,9 @@
 // other's, and cancels naming nothing (resolved inside the scheduler's
 // pull, so the bursts they start send mid-pull). The queue is small, so
 // bursts overflow into the lane; the ring has six op slots, and in "crowd"
-// runs parked reads fill them all, so that only a cancel makes room.
+// runs parked reads fill them all, so that only a cancel makes room. After
+// the clients, tail rounds leave the scheduler thread alone: nobody else's
+// push can then wake a scheduler that sleeps on its own lane.
 // Oracles: every reply arrives, exactly once; each submitter's nops
 // complete in the order it sent them; a cancel of a parked read resolves 0
 // and the read -ECANCELED; the reads still parked at the end read their
@@ -46,7 +48,10 @@ constexpr std::size_t actors = clients + 1;
 constexpr std::uint32_t seeds = 100;  // per policy
 constexpr int actions_per_client = 150;
 constexpr int bursts_per_run = 100;
+constexpr int tail_rounds = 6;   // after the clients: the scheduler thread alone
+constexpr int tail_bursts = 12;  // more bursts each tail round may start
 constexpr int max_burst_actions = 6;
+constexpr int max_bursts = bursts_per_run + tail_rounds * (tail_bursts + 1);
 constexpr int op_slots = 6;  // a ring_depth 4 ring: CQ 8, less the wake-up's and the cancels' entries
 
 /// One parked read, and the cancel sent for it, if any.
@@ -90,7 +95,7 @@ public:
         read_cap_(crowd ? op_slots : op_slots - static_cast<int>(max_chain_)) {
     for (std::size_t a = 0; a < actors; ++a) {
       auto& actor = actors_[a];
-      actor.read_capacity = a == scheduler_actor ? bursts_per_run * max_burst_actions : actions_per_client;
+      actor.read_capacity = a == scheduler_actor ? max_bursts * max_burst_actions : actions_per_client;
       // Up to three nops an action (a chain), by sequence number from 1.
       done_[a].resize(actor.read_capacity * 3 + 1);
       actor.reads = std::make_unique<read_record[]>(actor.read_capacity);
@@ -100,7 +105,7 @@ public:
     }
     doomed_.reserve(max_burst_actions);
     for (auto& list : published_)
-      list.reserve(actions_per_client * clients + bursts_per_run * max_burst_actions);
+      list.reserve(actions_per_client * clients + max_bursts * max_burst_actions);
   }
 
   void start(Handle& handle) { handle_ = &handle; }
@@ -110,6 +115,17 @@ public:
     for (int i = 0; i < actions_per_client; ++i)
       act(index, rng);
     clients_done_.fetch_add(1);
+  }
+
+  /// Starts a tail round: a cancel naming nothing whose reply starts a
+  /// burst, with more bursts to come. Only the scheduler thread sends then,
+  /// so nobody else's push wakes it: one that sleeps with a due cancel in
+  /// its lane, all op slots taken by reads only that cancel can end, hangs.
+  void start_tail_round(std::uint32_t round) {
+    bursts_left_.store(std::max(bursts_left_.load(), 0) + tail_bursts);
+    const nothing_reply reply{this, (seed_ * 31 + round) | 1};
+    sent_.fetch_add(1);
+    handle_->cancel(i2o2::callback_submitted{}, reply);
   }
 
   bool clients_done() const { return clients_done_.load() == static_cast<int>(clients); }
@@ -649,6 +665,15 @@ bool run_seed(std::uint32_t seed, const char* policy) {
     FAIL_CHECK("a reply never came (nop, chain member, try, cancel, or cancelled read): " << run.summary());
     run.feed_all();
     return false;
+  }
+  for (std::uint32_t round = 0; round < tail_rounds; ++round) {
+    run.start_tail_round(round);
+    if (!run.wait_rescuing([&] { return run.quiet(); }, patience)) {
+      FAIL_CHECK("a reply never came in tail round " << round
+                                                     << ", the scheduler thread alone: " << run.summary());
+      run.feed_all();
+      return false;
+    }
   }
   run.check_cancels();
   run.feed_parked();
