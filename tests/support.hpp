@@ -111,12 +111,16 @@ public:
   pipe_pair& operator=(const pipe_pair&) = delete;
   ~pipe_pair() {
     ::close(fds_[0]);
-    ::close(fds_[1]);
+    close_writer();
   }
   int read_end() const { return fds_[0]; }
   int write_end() const { return fds_[1]; }
   void feed(const char* data, std::size_t size) {
     REQUIRE(::write(fds_[1], data, size) == static_cast<ssize_t>(size));
+  }
+  /// Ends the pipe: every read parked on it, and every later one, reads 0.
+  void close_writer() noexcept {
+    if (fds_[1] >= 0) ::close(std::exchange(fds_[1], -1));
   }
 
 private:

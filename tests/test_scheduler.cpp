@@ -444,25 +444,57 @@ namespace {
 
 using i2o2_test::eventually;
 
-/// Parks five reads on `parked` and one on `trigger`: every op slot of a
-/// ring_depth 4 ring (six). Feeding `trigger` then runs that read's
-/// callback, `on_trigger`, on the scheduler thread with the ring full.
-template <class Handle, std::size_t N, class OnTrigger>
-void park_every_slot_then(Handle& handle, i2o2_test::callback_results<N>& results,
-                          i2o2_test::pipe_pair& trigger, i2o2_test::pipe_pair& parked,
-                          std::array<i2o2::callback_submitted, 6>& reads, std::array<char, 16>& sinks,
-                          OnTrigger on_trigger) {
-  for (std::size_t i = 1; i < 6; ++i)
-    reads[i] = handle.submit(pipe_read(parked, &sinks[i], 1), {}, results.into(i));
-  std::atomic<bool> churned{false};
-  handle.submit(i2o2::op::nop{}, {}, [&churned](int) noexcept { churned.store(true); });
-  REQUIRE(eventually([&] { return churned.load(); }));  // the five reads are in the ring
-  reads[0] = handle.submit(pipe_read(trigger, &sinks[0], 1), {}, [&results, on_trigger](int result) noexcept {
-    results.into(0)(result);
-    on_trigger();
-  });
-  trigger.feed("t", 1);
-}
+/// A ring_depth 4 scheduler with callback replies, and everything its
+/// callbacks touch. Those are declared first, so they outlive the
+/// scheduler: a reply that comes while it shuts down still has somewhere
+/// to go. On the way out every pipe is ended, so that a read a failed
+/// check left parked reads 0 and the shutdown does not wait for it.
+template <class Queue, std::size_t Results>
+struct full_ring_rig {
+  using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+
+  i2o2_test::callback_results<Results> results;
+  i2o2_test::pipe_pair trigger;
+  i2o2_test::pipe_pair parked;
+  i2o2_test::pipe_pair late;
+  i2o2_test::pipe_pair registered;  // for a registered file's reads
+  std::array<i2o2::callback_submitted, 6> reads;
+  std::array<char, 16> sinks{};
+  i2o2::spawned<scheduler_type> running;
+  typename scheduler_type::handle_type* sender = &running.handle;
+
+  explicit full_ring_rig(i2o2::config settings) : running(i2o2::spawn_scheduler<scheduler_type>(settings)) {}
+  full_ring_rig(const full_ring_rig&) = delete;
+  full_ring_rig& operator=(const full_ring_rig&) = delete;
+  ~full_ring_rig() {
+    for (auto* pipe : {&trigger, &parked, &late, &registered})
+      pipe->close_writer();
+  }
+
+  /// Parks five reads on `parked` (reads 1-5) and one on `trigger` (read
+  /// 0): every op slot of the ring (six). Feeding `trigger` then runs read
+  /// 0's callback, `on_trigger`, on the scheduler thread with the ring full.
+  template <class OnTrigger>
+  void park_every_slot_then(OnTrigger on_trigger) {
+    for (std::size_t i = 1; i < 6; ++i)
+      reads[i] = sender->submit(pipe_read(parked, &sinks[i], 1), {}, results.into(i));
+    std::atomic<bool> churned{false};
+    sender->submit(i2o2::op::nop{}, {}, [&churned](int) noexcept { churned.store(true); });
+    REQUIRE(eventually([&] { return churned.load(); }));  // the five reads are in the ring
+    reads[0] = sender->submit(pipe_read(trigger, &sinks[0], 1), {}, [this, on_trigger](int result) noexcept {
+      results.into(0)(result);
+      on_trigger();
+    });
+    trigger.feed("t", 1);
+  }
+
+  /// Waits for reply `index` and checks it.
+  void expect(std::size_t index, int result) {
+    INFO("reply " << index);
+    REQUIRE(eventually([&] { return results.arrived(index); }));
+    CHECK(results[index] == result);
+  }
+};
 
 /// The scheduler thread, in a callback with the ring full, queues reads on
 /// `late` until the queue (2) is full, then cancels the last of them: the
@@ -470,36 +502,27 @@ void park_every_slot_then(Handle& handle, i2o2_test::callback_results<N>& result
 /// the queue for room. It must find that read, not overtake it.
 template <class Queue>
 void check_overflow_cancel_finds_its_queued_read() {
-  using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
-  auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
-  auto& handle = running.handle;
-  i2o2_test::callback_results<9> results;  // six parked reads, two late reads, the cancel
-  i2o2_test::pipe_pair trigger;
-  i2o2_test::pipe_pair parked;
-  i2o2_test::pipe_pair late;
-  std::array<i2o2::callback_submitted, 6> reads;
-  std::array<char, 16> sinks{};
-  auto* sender = &handle;
-  park_every_slot_then(handle, results, trigger, parked, reads, sinks, [&] {
-    sender->submit(pipe_read(late, &sinks[6], 1), {}, results.into(6));
-    const auto second = sender->submit(pipe_read(late, &sinks[7], 1), {}, results.into(7));
+  // Six parked reads, two late reads, the cancel.
+  full_ring_rig<Queue, 9> rig(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
+  auto& results = rig.results;
+  auto& sinks = rig.sinks;
+  auto* sender = rig.sender;
+  rig.park_every_slot_then([&] {
+    sender->submit(pipe_read(rig.late, &sinks[6], 1), {}, results.into(6));
+    const auto second = sender->submit(pipe_read(rig.late, &sinks[7], 1), {}, results.into(7));
     sender->cancel(second, results.into(8));  // the queue is full: the overflow lane
   });
-  REQUIRE(eventually([&] { return results.arrived(0); }));
-  CHECK(results[0] == 1);
+  rig.expect(0, 1);
   // Room for both late reads, then the cancel of the second.
-  parked.feed("ab", 2);
-  REQUIRE(eventually([&] { return results.arrived(8); }));
-  CHECK(results[8] == 0);  // -ENOENT: it went before the read it names
+  rig.parked.feed("ab", 2);
+  rig.expect(8, 0);  // -ENOENT: it went before the read it names
   const bool cancelled = results[8] == 0;
-  late.feed("ab", cancelled ? 1 : 2);  // the first late read, and the second if it was not cancelled
+  rig.late.feed("ab", cancelled ? 1 : 2);  // the first late read, and the second if it was not cancelled
   REQUIRE(eventually([&] { return results.arrived(7); }));
   if (cancelled) CHECK(results[7] == -ECANCELED);
-  parked.feed("cde", 3);
-  for (std::size_t i = 1; i < 7; ++i) {
-    REQUIRE(eventually([&] { return results.arrived(i); }));
-    CHECK(results[i] == 1);
-  }
+  rig.parked.feed("cde", 3);
+  for (std::size_t i = 1; i < 7; ++i)
+    rig.expect(i, 1);
 }
 
 /// As above, but the queue and the overflow lane hold reads waiting for
@@ -507,35 +530,27 @@ void check_overflow_cancel_finds_its_queued_read() {
 /// since ending that read is what makes the room.
 template <class Queue>
 void check_overflow_cancel_passes_reads_waiting_for_room() {
-  using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
-  auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
-  auto& handle = running.handle;
-  i2o2_test::callback_results<10> results;  // six parked reads, three late reads, the cancel
-  i2o2_test::pipe_pair trigger;
-  i2o2_test::pipe_pair parked;
-  i2o2_test::pipe_pair late;
-  std::array<i2o2::callback_submitted, 6> reads;
-  std::array<char, 16> sinks{};
-  auto* sender = &handle;
-  park_every_slot_then(handle, results, trigger, parked, reads, sinks, [&] {
+  // Six parked reads, three late reads, the cancel.
+  full_ring_rig<Queue, 10> rig(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
+  auto& results = rig.results;
+  auto& sinks = rig.sinks;
+  auto* sender = rig.sender;
+  rig.park_every_slot_then([&] {
     for (std::size_t i = 6; i < 9; ++i)  // the third goes to the overflow lane
-      sender->submit(pipe_read(late, &sinks[i], 1), {}, results.into(i));
-    sender->cancel(reads[1], results.into(9));
+      sender->submit(pipe_read(rig.late, &sinks[i], 1), {}, results.into(i));
+    sender->cancel(rig.reads[1], results.into(9));
   });
   if (!eventually([&] { return results.arrived(9); }, std::chrono::seconds(10))) {
     FAIL_CHECK("the cancel waited behind the reads waiting for room");
-    parked.feed("u", 1);
+    rig.parked.feed("u", 1);
   }
-  CHECK(results[9] == 0);
-  REQUIRE(eventually([&] { return results.arrived(1); }));
-  CHECK(results[1] == -ECANCELED);
-  CHECK(results[0] == 1);
-  parked.feed("bcde", 4);
-  late.feed("abc", 3);
-  for (std::size_t i = 2; i < 9; ++i) {
-    REQUIRE(eventually([&] { return results.arrived(i); }));
-    CHECK(results[i] == 1);
-  }
+  rig.expect(9, 0);
+  rig.expect(1, -ECANCELED);
+  rig.expect(0, 1);
+  rig.parked.feed("bcde", 4);
+  rig.late.feed("abc", 3);
+  for (std::size_t i = 2; i < 9; ++i)
+    rig.expect(i, 1);
 }
 
 /// The scheduler thread, in a callback with the ring full, queues a read on
@@ -545,25 +560,17 @@ void check_overflow_cancel_passes_reads_waiting_for_room() {
 /// the read, it must leave the file to it.
 template <class Queue>
 void check_overflow_unregister_waits_for_its_queued_read() {
-  using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
-  auto running = i2o2::spawn_scheduler<scheduler_type>(
-      i2o2::config{.queue_capacity = 2, .ring_depth = 4, .registered_files = 1});
-  auto& handle = running.handle;
   // Six parked reads, the late read, the fixed-file read, the unregister, the register.
-  i2o2_test::callback_results<10> results;
-  i2o2_test::pipe_pair trigger;
-  i2o2_test::pipe_pair parked;
-  i2o2_test::pipe_pair late;
-  i2o2_test::pipe_pair registered;
-  handle.register_file(registered.read_end(), {}, results.into(9));
+  full_ring_rig<Queue, 10> rig(i2o2::config{.queue_capacity = 2, .ring_depth = 4, .registered_files = 1});
+  auto& results = rig.results;
+  auto& sinks = rig.sinks;
+  auto* sender = rig.sender;
+  sender->register_file(rig.registered.read_end(), {}, results.into(9));
   REQUIRE(eventually([&] { return results.arrived(9); }));
   REQUIRE(results[9] >= 0);
   const auto index = static_cast<unsigned>(results[9]);
-  std::array<i2o2::callback_submitted, 6> reads;
-  std::array<char, 16> sinks{};
-  auto* sender = &handle;
-  park_every_slot_then(handle, results, trigger, parked, reads, sinks, [&] {
-    sender->submit(pipe_read(late, &sinks[6], 1), {}, results.into(6));
+  rig.park_every_slot_then([&] {
+    sender->submit(pipe_read(rig.late, &sinks[6], 1), {}, results.into(6));
     sender->submit(i2o2::op::read{.file = i2o2::fixed_file(index),
                                   .buf = &sinks[7],
                                   .len = 1,
@@ -571,20 +578,15 @@ void check_overflow_unregister_waits_for_its_queued_read() {
                    {}, results.into(7));
     sender->unregister_file(index, results.into(8));  // the queue is full: the overflow lane
   });
-  REQUIRE(eventually([&] { return results.arrived(0); }));
-  CHECK(results[0] == 1);
-  parked.feed("ab", 2);  // room for both reads
-  REQUIRE(eventually([&] { return results.arrived(8); }));
-  CHECK(results[8] == 0);
-  registered.feed("r", 1);
-  REQUIRE(eventually([&] { return results.arrived(7); }));
-  CHECK(results[7] == 1);  // -EBADF: the file was gone before the read went in
-  late.feed("a", 1);
-  parked.feed("cde", 3);
-  for (std::size_t i = 1; i < 7; ++i) {
-    REQUIRE(eventually([&] { return results.arrived(i); }));
-    CHECK(results[i] == 1);
-  }
+  rig.expect(0, 1);
+  rig.parked.feed("ab", 2);  // room for both reads
+  rig.expect(8, 0);
+  rig.registered.feed("r", 1);
+  rig.expect(7, 1);  // -EBADF: the file was gone before the read went in
+  rig.late.feed("a", 1);
+  rig.parked.feed("cde", 3);
+  for (std::size_t i = 1; i < 7; ++i)
+    rig.expect(i, 1);
 }
 
 /// Adapted from a review's reproducer. A client's chain is set aside (a
@@ -594,19 +596,13 @@ void check_overflow_unregister_waits_for_its_queued_read() {
 /// link, and the member's count wrapped: the loop spun for ever.)
 template <class Queue>
 void check_lane_entry_waits_behind_a_set_aside_chain() {
-  using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
-  auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 4, .ring_depth = 4});
-  auto& handle = running.handle;
   // 0-5 parked reads, 6-7 cancels naming nothing, 8-9 late reads, 10-11 lane nops,
   // 12-13 the client's chain, 14 the client's cancel.
-  i2o2_test::callback_results<15> results;
-  i2o2_test::pipe_pair trigger;
-  i2o2_test::pipe_pair parked;
-  i2o2_test::pipe_pair late;
-  std::array<i2o2::callback_submitted, 6> reads;
-  std::array<char, 16> sinks{};
-  auto* sender = &handle;
-  park_every_slot_then(handle, results, trigger, parked, reads, sinks, [&] {
+  full_ring_rig<Queue, 15> rig(i2o2::config{.queue_capacity = 4, .ring_depth = 4});
+  auto& results = rig.results;
+  auto& sinks = rig.sinks;
+  auto* sender = rig.sender;
+  rig.park_every_slot_then([&] {
     // The queue (4) from P: two cancels, two reads; the lane: a nop, its
     // turn at P + 4.
     sender->cancel(i2o2::callback_submitted{}, results.into(6));
@@ -616,8 +612,8 @@ void check_lane_entry_waits_behind_a_set_aside_chain() {
       // its turn a queue's worth on from here, at P + 5.
       sender->submit(i2o2::op::nop{}, {}, results.into(11));
     });
-    sender->submit(pipe_read(late, &sinks[8], 1), {}, results.into(8));
-    sender->submit(pipe_read(late, &sinks[9], 1), {}, results.into(9));
+    sender->submit(pipe_read(rig.late, &sinks[8], 1), {}, results.into(8));
+    sender->submit(pipe_read(rig.late, &sinks[9], 1), {}, results.into(9));
     sender->submit(i2o2::op::nop{}, {}, results.into(10));
   });
   REQUIRE(eventually([&] { return results.arrived(7); }));  // the late reads wait for room
@@ -625,22 +621,16 @@ void check_lane_entry_waits_behind_a_set_aside_chain() {
   const std::array<i2o2::prepared_op, 2> chain{i2o2::prepare(i2o2::op::nop{}),
                                                i2o2::prepare(i2o2::op::nop{})};
   std::array<decltype(results.into(0)), 2> replies{results.into(12), results.into(13)};
-  handle.submit_chain(chain, {}, i2o2::link_kind::soft, replies);
-  handle.cancel(reads[1], results.into(14));  // everything queued is set aside to reach it
-  REQUIRE(eventually([&] { return results.arrived(14); }));
-  CHECK(results[14] == 0);
-  parked.feed("bcde", 4);  // room for everything set aside
-  late.feed("ab", 2);
-  for (const std::size_t i : {10, 11, 12, 13}) {
-    REQUIRE(eventually([&] { return results.arrived(i); }));
-    CHECK(results[i] == 0);
-  }
-  CHECK(results[1] == -ECANCELED);
-  // Every reply in before `results` goes (the scheduler outlives it).
-  for (const std::size_t i : {0, 2, 3, 4, 5, 8, 9}) {
-    REQUIRE(eventually([&] { return results.arrived(i); }));
-    CHECK(results[i] == 1);
-  }
+  sender->submit_chain(chain, {}, i2o2::link_kind::soft, replies);
+  sender->cancel(rig.reads[1], results.into(14));  // everything queued is set aside to reach it
+  rig.expect(14, 0);
+  rig.parked.feed("bcde", 4);  // room for everything set aside
+  rig.late.feed("ab", 2);
+  for (const std::size_t i : {10, 11, 12, 13})
+    rig.expect(i, 0);
+  rig.expect(1, -ECANCELED);
+  for (const std::size_t i : {0, 2, 3, 4, 5, 8, 9})
+    rig.expect(i, 1);
 }
 
 /// Holds the scheduler thread in a nop's callback while this thread queues
@@ -677,44 +667,32 @@ using mid_pull_scheduler =
 /// end, and nobody else wakes it for its own lane).
 template <class Queue>
 void check_lane_cancel_sent_mid_pull_is_not_slept_on() {
-  using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
-  auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
-  auto& handle = running.handle;
   // 0-5 parked reads (0: the trigger), 6 and 8 late reads, 7 the cancel naming nothing, 9 the lane cancel.
-  i2o2_test::callback_results<10> results;
-  i2o2_test::pipe_pair trigger;
-  i2o2_test::pipe_pair parked;
-  i2o2_test::pipe_pair late;
-  std::array<i2o2::callback_submitted, 6> reads;
-  std::array<char, 16> sinks{};
-  auto* sender = &handle;
-  park_every_slot_then(handle, results, trigger, parked, reads, sinks, [&] {
-    sender->submit(pipe_read(late, &sinks[6], 1), {}, results.into(6));  // takes the trigger's slot
-    sender->cancel(i2o2::callback_submitted{},
-                   [&results, &reads, &sinks, &late, sender](int result) noexcept {
-                     // Runs inside pull(), from control(), with the ring full again.
-                     results.into(7)(result);
-                     sender->submit(pipe_read(late, &sinks[8], 1), {},
-                                    results.into(8));            // mpsc: the freed cell; mutex: the lane
-                     sender->cancel(reads[1], results.into(9));  // the lane, after the pull's allowance
-                   });
+  full_ring_rig<Queue, 10> rig(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
+  auto& results = rig.results;
+  auto& sinks = rig.sinks;
+  auto* sender = rig.sender;
+  rig.park_every_slot_then([&] {
+    sender->submit(pipe_read(rig.late, &sinks[6], 1), {}, results.into(6));  // takes the trigger's slot
+    sender->cancel(i2o2::callback_submitted{}, [&rig](int result) noexcept {
+      // Runs inside pull(), from control(), with the ring full again.
+      rig.results.into(7)(result);
+      rig.sender->submit(pipe_read(rig.late, &rig.sinks[8], 1), {},
+                         rig.results.into(8));                // mpsc: the freed cell; mutex: the lane
+      rig.sender->cancel(rig.reads[1], rig.results.into(9));  // the lane, after the pull's allowance
+    });
   });
-  REQUIRE(eventually([&] { return results.arrived(7); }));
-  CHECK(results[7] == -ENOENT);
+  rig.expect(7, -ENOENT);
   if (!eventually([&] { return results.arrived(9); }, std::chrono::seconds(10))) {
     FAIL_CHECK("the scheduler slept with a due cancel in its overflow lane");
-    parked.feed("u", 1);  // a completion wakes it; the next pull takes the lane
+    rig.parked.feed("u", 1);  // a completion wakes it; the next pull takes the lane
   }
-  REQUIRE(eventually([&] { return results.arrived(9); }));
-  CHECK(results[9] == 0);
-  REQUIRE(eventually([&] { return results.arrived(1); }));
-  CHECK(results[1] == -ECANCELED);
-  parked.feed("bcde", 4);
-  late.feed("ab", 2);
-  for (const std::size_t i : {0, 2, 3, 4, 5, 6, 8}) {
-    REQUIRE(eventually([&] { return results.arrived(i); }));
-    CHECK(results[i] == 1);
-  }
+  rig.expect(9, 0);
+  rig.expect(1, -ECANCELED);
+  rig.parked.feed("bcde", 4);
+  rig.late.feed("ab", 2);
+  for (const std::size_t i : {0, 2, 3, 4, 5, 6, 8})
+    rig.expect(i, 1);
 }
 
 }  // namespace
@@ -751,9 +729,9 @@ TEST_CASE("a chain the scheduler thread sends past a full queue goes in whole", 
   i2o2_test::watchdog dog("chain in the overflow lane");
   const auto check = []<class Queue>(Queue) {
     using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
+    i2o2_test::callback_results<4> results;  // two nops, then the chain's two
     auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 2, .ring_depth = 4});
     auto& handle = running.handle;
-    i2o2_test::callback_results<4> results;  // two nops, then the chain's two
     auto* sender = &handle;
     handle.submit(i2o2::op::nop{}, {}, [sender, &results](int) noexcept {
       sender->submit(i2o2::op::nop{}, {}, results.into(0));
@@ -782,11 +760,11 @@ TEST_CASE("a cancel the scheduler thread sends past a full queue while it pulls 
   i2o2_test::watchdog dog("overflow turn counted mid-pull");
   const auto check = []<class Queue>(Queue) {
     using scheduler_type = i2o2::basic_scheduler<Queue, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
-    auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 4, .ring_depth = 4});
-    auto& handle = running.handle;
     i2o2_test::callback_results<6> results;  // four cancels, the read, its cancel
     i2o2_test::pipe_pair pipe;
     char sink = 0;
+    auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.queue_capacity = 4, .ring_depth = 4});
+    auto& handle = running.handle;
     std::atomic<int> stage{0};  // 1: the scheduler thread is held; 2: released
     handle.submit(i2o2::op::nop{}, {}, [&stage](int) noexcept {
       stage.store(1);
@@ -829,9 +807,6 @@ TEST_CASE("a scheduler whose overflow lane waits on a producer mid-push does not
   using scheduler_type =
       i2o2::basic_scheduler<i2o2_test::refusing, i2o2::wait::eventfd, i2o2::reply::callback<>, void>;
   const std::string name = "i2o2-lane-gate";
-  auto running = i2o2::spawn_scheduler<scheduler_type>(
-      i2o2::config{.queue_capacity = 2, .ring_depth = 4, .thread_name = name});
-  auto& handle = running.handle;
   i2o2_test::callback_results<10> results;  // 0-3 parked, 4 and 5 triggers, 6-8 late reads, 9 the cancel
   i2o2_test::pipe_pair parked;
   i2o2_test::pipe_pair first_trigger;
@@ -839,6 +814,9 @@ TEST_CASE("a scheduler whose overflow lane waits on a producer mid-push does not
   i2o2_test::pipe_pair late;
   std::array<char, 16> sinks{};
   std::array<i2o2::callback_submitted, 4> reads;
+  auto running = i2o2::spawn_scheduler<scheduler_type>(
+      i2o2::config{.queue_capacity = 2, .ring_depth = 4, .thread_name = name});
+  auto& handle = running.handle;
   for (std::size_t i = 0; i < 4; ++i)
     reads[i] = handle.submit(pipe_read(parked, &sinks[i], 1), {}, results.into(i));
   auto* sender = &handle;
@@ -916,12 +894,12 @@ TEST_CASE("a cancel naming an op still in the overflow lane waits for it", "[sch
   // read but queued in a cell freed before that turn, is taken first. It
   // must wait for the read, not find nothing (-ENOENT).
   i2o2_test::watchdog dog("cancel of an op in the lane");
-  auto running =
-      i2o2::spawn_scheduler<mid_pull_scheduler>(i2o2::config{.queue_capacity = 4, .ring_depth = 4});
-  auto& handle = running.handle;
   i2o2_test::callback_results<4> results;  // a nop into the queue, a nop into the lane, the read, the cancel
   i2o2_test::pipe_pair pipe;
   char sink = 0;
+  auto running =
+      i2o2::spawn_scheduler<mid_pull_scheduler>(i2o2::config{.queue_capacity = 4, .ring_depth = 4});
+  auto& handle = running.handle;
   std::atomic<std::uint64_t> read_key{0};
   std::atomic<bool> cancel_sent{false};
   auto* sender = &handle;
@@ -962,10 +940,10 @@ TEST_CASE("try_submit on the scheduler thread does not overtake what it sent int
   // scheduler thread is refused as full, even where the queue has a free
   // cell: taken into it, the op would go before them.
   i2o2_test::watchdog dog("try_submit behind the lane");
+  i2o2_test::callback_results<4> results;  // a nop into the queue, two into the lane, the try
   auto running =
       i2o2::spawn_scheduler<mid_pull_scheduler>(i2o2::config{.queue_capacity = 4, .ring_depth = 4});
   auto& handle = running.handle;
-  i2o2_test::callback_results<4> results;  // a nop into the queue, two into the lane, the try
   std::atomic<int> refused{0};             // 1: refused as full; 2: taken
   auto* sender = &handle;
   const auto second = [&results, sender] {
