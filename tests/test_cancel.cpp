@@ -687,6 +687,38 @@ TEST_CASE("a stop with a deadline reaches a scheduler already draining without o
   CHECK(results.front() == -ECANCELED);
 }
 
+TEST_CASE("a stop deadline ends a hard-linked chain whose second op starts only after the first is cancelled",
+          "[cancel][shutdown]") {
+  // At the deadline the second read is not started yet: its cancel finds
+  // nothing (-ENOENT). Cancelling the first then starts it (a hard link
+  // survives the failure), parked on its own pipe: it must be asked again,
+  // or the shutdown waits for it for ever.
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("deadline and a hard link");
+  i2o2_test::pipe_pair first_pipe;
+  i2o2_test::pipe_pair second_pipe;
+  auto scheduler = i2o2_test::spawn_policy(policy, {.queue_capacity = 16, .ring_depth = 8});
+  auto& handle = scheduler->handle();
+  char first = 0;
+  char second = 0;
+  const std::vector<i2o2::prepared_op> ops{i2o2_test::pipe_read(first_pipe, &first, 1),
+                                           i2o2_test::pipe_read(second_pipe, &second, 1)};
+  auto chain = handle.submit_chain(ops, {}, i2o2::link_kind::hard);
+  churn(handle, 1);
+  REQUIRE_FALSE(chain[0].is_ready());
+
+  std::thread stopper([&] { scheduler->stop(20ms); });
+  const bool ended = eventually([&] { return chain[0].is_ready() && chain[1].is_ready(); }, 10s);
+  if (!ended) {
+    FAIL_CHECK("the deadline did not end the hard-linked chain within 10 s");
+    second_pipe.feed("x", 1);
+  }
+  stopper.join();
+  CHECK(chain[0].wait() == -ECANCELED);
+  CHECK(chain[1].wait() == (ended ? -ECANCELED : 1));
+}
+
 namespace {
 
 /// Holds the scheduler thread inside a callback until released: what the

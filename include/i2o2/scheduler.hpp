@@ -656,6 +656,12 @@ private:
         if (announced) state_->end_park();
         enter(0);
         return;
+      } else if (slots_.cancels_missed()) {
+        // An op a cancel missed may post nothing until it is asked again.
+        const auto retry = std::max(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        next_cancel_retry_ - std::chrono::steady_clock::now()),
+                                    std::chrono::nanoseconds(0));
+        limit = std::min(retry, limit.value_or(retry));
       }
     }
     if (!limit) {
@@ -679,7 +685,10 @@ private:
       }
       switch (detail::kind_of(user_data)) {
       case detail::internal_kind::wake: state_->wait().on_wake(result); break;
-      case detail::internal_kind::cancel: --cancels_in_flight_; break;
+      case detail::internal_kind::cancel:
+        --cancels_in_flight_;
+        if (result < 0) slots_.cancel_missed(detail::index_of(user_data));
+        break;
       case detail::internal_kind::link_timeout: --link_timeouts_in_flight_; break;
       case detail::internal_kind::file_tag: files_.on_tag(detail::index_of(user_data)); break;
       case detail::internal_kind::buffer_tag: buffers_.on_tag(detail::index_of(user_data)); break;
@@ -708,14 +717,26 @@ private:
         [this](std::uint32_t index) { return cq_room() != 0 && unregister_buffer(index) == 0; });
   }
 
-  /// After the stop deadline, asks the kernel to cancel every op in flight.
+  /// After the stop deadline, asks the kernel to cancel every op in flight;
+  /// an op whose cancel missed it is asked again, once per
+  /// cancel_retry_interval, until it ends.
   void cancel_after_deadline() noexcept {
     const auto deadline = state_->stop_deadline();
-    if (!deadline || std::chrono::steady_clock::now() < *deadline) return;
-    slots_.request_cancels([this](std::uint64_t user_data) noexcept { return push_cancel(user_data); });
+    if (!deadline) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < *deadline) return;
+    if (slots_.cancels_missed() && now >= next_cancel_retry_) {
+      slots_.rearm_missed_cancels();
+      next_cancel_retry_ = now + cancel_retry_interval;
+    }
+    slots_.request_cancels([this](std::uint64_t user_data, std::uint32_t slot) noexcept {
+      return push_cancel(user_data, slot);
+    });
   }
+  static constexpr std::chrono::milliseconds cancel_retry_interval{1};
 
-  bool push_cancel(std::uint64_t target) noexcept {
+  /// An ASYNC_CANCEL of `target`, the op in slot `slot` (or detail::no_slot).
+  bool push_cancel(std::uint64_t target, std::uint32_t slot) noexcept {
     if (cq_room_for_cancel() == 0) return false;
     io_uring_sqe* sqe = ring_.get_sqe();
     if (sqe == nullptr) return false;
@@ -723,7 +744,7 @@ private:
     sqe->opcode = IORING_OP_ASYNC_CANCEL;
     sqe->fd = -1;
     sqe->addr = target;
-    sqe->user_data = detail::cancel_user_data;
+    sqe->user_data = detail::cancel_user_data(slot);
     ++cancels_in_flight_;
     return true;
   }
@@ -733,7 +754,8 @@ private:
   void disarm_wait() noexcept {
     bool cancel_sent = false;
     while (state_->wait().armed() || cancels_in_flight_ != 0) {
-      if (state_->wait().armed() && !cancel_sent) cancel_sent = push_cancel(detail::wake_user_data);
+      if (state_->wait().armed() && !cancel_sent)
+        cancel_sent = push_cancel(detail::wake_user_data, detail::no_slot);
       enter(1);
       reap();
     }
@@ -782,6 +804,8 @@ private:
   resources_type buffers_;
   // Shutdown ASYNC_CANCELs whose own CQE has not arrived yet.
   unsigned cancels_in_flight_ = 0;
+  // When ops whose shutdown cancel missed them are asked again.
+  std::chrono::steady_clock::time_point next_cancel_retry_{};
   // LINK_TIMEOUTs whose own CQE has not arrived yet.
   unsigned link_timeouts_in_flight_ = 0;
   // Ops of the chain being pulled that producers have not published yet.

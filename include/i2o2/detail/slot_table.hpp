@@ -47,6 +47,7 @@ public:
     target.placed = placed_++;
     if (late_use.file != table_use::none || late_use.buffer != table_use::none) ++late_in_flight_;
     target.cancel_requested = false;
+    target.cancel_missed = false;
     target.busy = true;
     return user_data_of(id);
   }
@@ -70,6 +71,8 @@ public:
     if (more) return;
     if (done->late_use.file != table_use::none || done->late_use.buffer != table_use::none) --late_in_flight_;
     done->guard.reset();
+    if (done->cancel_missed) --missed_cancels_;
+    done->cancel_missed = false;
     done->busy = false;
     ++done->generation;
     free_.push_back(index_of(user_data));
@@ -102,16 +105,37 @@ public:
     return slots_[index_of(user_data)].timeout;
   }
 
-  /// Calls `f(user_data)` for every op in flight not yet asked to cancel,
-  /// marking it asked, until `f` returns false (no room for more cancels).
+  /// Calls `f(user_data, id)` for every op in flight not yet asked to
+  /// cancel, marking it asked, until `f` returns false (no room for more).
   template <class F>
   void request_cancels(F&& f) noexcept {
     for (std::uint32_t id = 0; id < slots_.size(); ++id) {
       slot& target = slots_[id];
       if (!target.busy || target.cancel_requested) continue;
-      if (!f(user_data_of(id))) return;
+      if (!f(user_data_of(id), id)) return;
       target.cancel_requested = true;
     }
+  }
+
+  /// A shutdown cancel of slot `id` came back without ending its op:
+  /// -ENOENT for a linked op the kernel has not started yet (a hard link
+  /// starts it even after the op before it was cancelled), -EALREADY for
+  /// one already running. While that op is in flight, it is to be asked
+  /// again (rearm_missed_cancels). A stale report is harmless: at worst
+  /// an op past the deadline is asked twice.
+  void cancel_missed(std::uint32_t id) noexcept {
+    if (id >= slots_.size()) return;
+    slot& target = slots_[id];
+    if (!target.busy || !target.cancel_requested || target.cancel_missed) return;
+    target.cancel_missed = true;
+    ++missed_cancels_;
+  }
+  bool cancels_missed() const noexcept { return missed_cancels_ != 0; }
+  /// Every op whose cancel missed is, for request_cancels, not asked yet.
+  void rearm_missed_cancels() noexcept {
+    for (slot& target : slots_)
+      if (target.cancel_missed) target.cancel_missed = target.cancel_requested = false;
+    missed_cancels_ = 0;
   }
 
 private:
@@ -125,6 +149,7 @@ private:
     __kernel_timespec timeout{};
     std::uint32_t generation = 0;  // bumped on every completion
     bool cancel_requested = false;
+    bool cancel_missed = false;  // its shutdown cancel found nothing to end
     bool busy = false;  // in flight: until the op's last CQE
   };
 
@@ -143,6 +168,7 @@ private:
   std::vector<std::uint32_t> free_;
   std::uint64_t placed_ = 0;
   std::uint32_t late_in_flight_ = 0;  // ops in flight with a late table use
+  std::uint32_t missed_cancels_ = 0;  // slots with cancel_missed set
 };
 
 }  // namespace i2o2::detail

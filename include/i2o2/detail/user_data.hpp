@@ -30,7 +30,12 @@ constexpr std::uint32_t index_of(std::uint64_t user_data) noexcept {
 }
 
 inline constexpr std::uint64_t wake_user_data = internal_user_data(internal_kind::wake);
-inline constexpr std::uint64_t cancel_user_data = internal_user_data(internal_kind::cancel);
+/// A shutdown ASYNC_CANCEL of the op in slot `slot`; the wake op's cancel
+/// names no slot.
+inline constexpr std::uint32_t no_slot = 0xffffffffU;
+constexpr std::uint64_t cancel_user_data(std::uint32_t slot) noexcept {
+  return internal_user_data(internal_kind::cancel, slot);
+}
 inline constexpr std::uint64_t link_timeout_user_data = internal_user_data(internal_kind::link_timeout);
 
 }  // namespace i2o2::detail
