@@ -272,6 +272,24 @@ TEST_CASE("a timed op on an IOPOLL ring resolves with unsupported_op, not a fals
   CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
 }
 
+TEST_CASE("an op with a negative timeout resolves with -EINVAL and is never sent", "[bad_input]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("negative timeout", 20s);
+  // The kernel refuses a negative LINK_TIMEOUT, which fails the op it
+  // guards as -ECANCELED: indistinguishable from a real timeout.
+  auto scheduler = i2o2_test::spawn_policy(policy, {.ring_depth = 8});
+  auto& handle = scheduler->handle();
+  i2o2_test::pipe_pair pipe;
+  pipe.feed("x", 1);  // a read that would succeed at once
+  char sink = 0;
+  auto [guard, record] = counted_guard();
+  CHECK(handle.submit(i2o2_test::pipe_read(pipe, &sink, 1, {.timeout = -1ms}), std::move(guard)).wait() ==
+        -EINVAL);
+  CHECK(record->destroyed.load() == 1);
+  CHECK(i2o2_test::bytes_left_in(pipe) == 1);  // never sent
+}
+
 TEST_CASE("try_submit on a full queue fails with queue_full, keeps the guard and loses nothing",
           "[bad_input][queue_full]") {
   const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
@@ -415,6 +433,17 @@ TEST_CASE("nonsense configs throw std::invalid_argument naming the field", "[bad
              Catch::Contains("submit_budget"));
   CHECK_THAT(invalid_config_message(policy, {.idle_spin = std::chrono::microseconds(-1)}),
              Catch::Contains("idle_spin"));
+  CHECK_THAT(invalid_config_message(policy, {.shutdown_deadline = -1ms}),
+             Catch::Contains("shutdown_deadline"));
+  // SQPOLL settings the kernel would take wrongly (a negative idle as 49
+  // days of polling) or refuse with a bare EINVAL.
+  CHECK_THAT(invalid_config_message(policy, {.sqpoll = true, .sqpoll_idle = -1ms}),
+             Catch::Contains("sqpoll_idle"));
+  CHECK_THAT(
+      invalid_config_message(policy, {.sqpoll = true, .sqpoll_idle = std::chrono::milliseconds(1LL << 32)}),
+      Catch::Contains("sqpoll_idle"));
+  CHECK_THAT(invalid_config_message(policy, {.sqpoll = true, .coop_taskrun = true}),
+             Catch::Contains("sqpoll") && Catch::Contains("coop_taskrun"));
   // Refused before the scheduler allocates its bookkeeping for the tables.
   CHECK_THAT(invalid_config_message(policy, {.registered_files = i2o2::max_registered_files + 1}),
              Catch::Contains("registered_files"));

@@ -687,6 +687,37 @@ TEST_CASE("a stop with a deadline reaches a scheduler already draining without o
   CHECK(results.front() == -ECANCELED);
 }
 
+TEST_CASE("a shutdown deadline too far off to count in nanoseconds never comes", "[cancel][shutdown]") {
+  // milliseconds::max() as nanoseconds, or now + nanoseconds::max(),
+  // overflowed into the past: every op in flight was cancelled at once.
+  i2o2_test::watchdog dog("far deadline");
+  i2o2_test::pipe_pair pipe;
+  const bool from_config = GENERATE(true, false);
+  CAPTURE(from_config);
+  const auto far = std::chrono::milliseconds::max();
+  // One policy: the deadline's arithmetic is the same for all.
+  const i2o2::config settings{.queue_capacity = 16,
+                              .ring_depth = 8,
+                              .shutdown_deadline = from_config ? std::optional(far) : std::nullopt};
+  auto scheduler = i2o2_test::spawn_policy(i2o2_test::policy_names().front(), settings);
+  auto handle = scheduler->take_handle();
+  char sink = 0;
+  auto read = handle->submit(pipe_read(pipe, &sink, 1));
+  churn(*handle, 1);
+  std::thread stopper([&] {
+    if (from_config)
+      handle.reset();  // the last handle: the config's deadline
+    else
+      scheduler->stop(std::chrono::nanoseconds::max());
+  });
+  // Nothing may cancel the read now; it ends when it reads.
+  CHECK(i2o2_test::holds_for([&] { return !read.is_ready(); }, 100ms));
+  pipe.feed("x", 1);
+  CHECK(read.wait() == 1);
+  stopper.join();
+  if (from_config) scheduler->join();
+}
+
 TEST_CASE("a stop deadline ends a hard-linked chain whose second op starts only after the first is cancelled",
           "[cancel][shutdown]") {
   // At the deadline the second read is not started yet: its cancel finds

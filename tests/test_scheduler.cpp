@@ -18,6 +18,8 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -64,6 +66,21 @@ TEST_CASE("run() serves ops on the caller's thread and returns at shutdown", "[s
     CHECK(guard_died_on == ran_on);
   }  // the last handle goes: run() returns
   caller.join();
+}
+
+TEST_CASE("run() whose on_started throws closes the scheduler: later submits are refused, not stranded",
+          "[scheduler]") {
+  i2o2_test::watchdog dog("on_started throws");
+  auto handle = std::optional<scheduler::handle_type>();
+  {
+    scheduler sched(i2o2::config{.ring_depth = 4});
+    handle.emplace(sched.handle());
+    CHECK_THROWS_AS(sched.run([](std::exception_ptr) { throw std::runtime_error("not today"); }),
+                    std::runtime_error);
+    CHECK(handle->closed());
+    CHECK_THROWS_AS(handle->submit(i2o2::op::nop{}), i2o2::scheduler_closed);
+  }
+  CHECK_THROWS_AS(handle->submit(i2o2::op::nop{}), i2o2::scheduler_closed);
 }
 
 // Default type only: inspects ring_flags() of the concrete scheduler type

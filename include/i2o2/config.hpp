@@ -65,10 +65,22 @@ struct config {
   std::string thread_name = "i2o2-scheduler";
 
   /// On shutdown, in-flight ops still running after this long are cancelled
-  /// (each guard is still released on the op's own CQE). Empty: wait for
-  /// them however long they take.
+  /// (each guard is still released on the op's own CQE); zero cancels them
+  /// at once. Empty: wait for them however long they take.
   std::optional<std::chrono::milliseconds> shutdown_deadline = std::chrono::seconds(30);
 };
+
+namespace detail {
+/// config::shutdown_deadline in nanoseconds, saturated: a deadline too far
+/// off to count in nanoseconds (milliseconds::max(), say) means never.
+inline std::optional<std::chrono::nanoseconds> shutdown_deadline_of(const config& cfg) noexcept {
+  if (!cfg.shutdown_deadline) return std::nullopt;
+  constexpr auto longest =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds::max());
+  if (*cfg.shutdown_deadline >= longest) return std::chrono::nanoseconds::max();
+  return std::chrono::nanoseconds(*cfg.shutdown_deadline);
+}
+}  // namespace detail
 
 /// Largest queue capacity accepted; larger is a configuration error.
 inline constexpr std::uint32_t max_queue_capacity = 1U << 22;

@@ -71,7 +71,8 @@ public:
   /// returns its reply. `guard` is destroyed on the scheduler thread once
   /// the kernel is done with the op. An op this kernel or ring cannot run
   /// resolves at once with `errc::unsupported_op` / `errc::needs_sqe128`,
-  /// one setting SQE flags the scheduler owns with `errc::reserved_flags`.
+  /// one setting SQE flags the scheduler owns with `errc::reserved_flags`,
+  /// one with a negative `op_options::timeout` with -EINVAL.
   /// Throws `i2o2::scheduler_closed` after shutdown (the guard is released;
   /// a callback reply has been called with that error too, as for every op
   /// that never reached the kernel: on the submitting thread).
@@ -283,6 +284,8 @@ private:
       error = result_of(errc::needs_sqe128);
     else if (envelope.op.extra_out != nullptr && !state_->cqe32())
       error = result_of(errc::needs_cqe32);
+    else if (envelope.op.timeout_ns < 0)
+      error = -EINVAL;  // as the kernel answers its LINK_TIMEOUT, but without failing the op as -ECANCELED
     else if (envelope.op.timeout_ns != 0 && state_->max_chain_length() < 2)
       error = result_of(errc::batch_too_large);  // op + LINK_TIMEOUT: two SQEs on a one-SQE ring
     else if (envelope.op.timeout_ns != 0 && state_->iopoll())

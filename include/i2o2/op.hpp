@@ -100,7 +100,8 @@ struct op_options {
   /// instead of trying a non-blocking attempt first.
   bool will_block = false;
   /// A deadline (a linked timeout): an op still running after this long is
-  /// cancelled and resolves with -ECANCELED. Zero: none. Not within chains.
+  /// cancelled and resolves with -ECANCELED. Zero: none. Negative: the op
+  /// resolves with -EINVAL without being sent. Not within chains.
   /// Op and timeout take two SQEs: on a ring_depth 1 ring such an op
   /// resolves with errc::batch_too_large. IOPOLL rings refuse linked
   /// timeouts: there it resolves with errc::unsupported_op.

@@ -55,6 +55,12 @@ inline void validate(const config& cfg) {
   if (cfg.thread_name.size() > 15) fail("thread_name must be at most 15 characters");
   if (cfg.submit_budget.count() < 0) fail("submit_budget must not be negative (0: no limit)");
   if (cfg.idle_spin.count() < 0) fail("idle_spin must not be negative (0: park at once)");
+  if (cfg.shutdown_deadline && cfg.shutdown_deadline->count() < 0)
+    fail("shutdown_deadline must not be negative (0: cancel at once; empty: never)");
+  if (cfg.sqpoll && (cfg.sqpoll_idle.count() < 0 || cfg.sqpoll_idle.count() > 0xffffffffLL))
+    fail("sqpoll_idle must be between 0 and 4294967295 ms, got " + std::to_string(cfg.sqpoll_idle.count()));
+  if (cfg.sqpoll && cfg.coop_taskrun)
+    fail("sqpoll and coop_taskrun cannot be combined: the kernel refuses COOP_TASKRUN on SQPOLL rings");
 }
 }  // namespace detail
 
@@ -105,7 +111,12 @@ public:
       on_started(std::current_exception());
       throw;
     }
-    on_started(std::exception_ptr{});
+    try {
+      on_started(std::exception_ptr{});
+    } catch (...) {
+      state_->close(std::nullopt);  // nothing will run: what is queued resolves scheduler_closed
+      throw;
+    }
     state_->mark_scheduler_thread(true);
     loop();
     disarm_wait();
@@ -137,8 +148,7 @@ private:
   static constexpr unsigned internal_reserve = 2;
 
   static std::optional<std::chrono::nanoseconds> deadline_of(const config& cfg) {
-    if (!cfg.shutdown_deadline) return std::nullopt;
-    return std::chrono::nanoseconds(*cfg.shutdown_deadline);
+    return detail::shutdown_deadline_of(cfg);
   }
 
   // ---- the loop ---------------------------------------------------------

@@ -113,9 +113,7 @@ private:
   }
 
   std::optional<std::chrono::nanoseconds> deadline_of_config() const {
-    const auto& deadline = scheduler_->settings().shutdown_deadline;
-    if (!deadline) return std::nullopt;
-    return std::chrono::nanoseconds(*deadline);
+    return detail::shutdown_deadline_of(scheduler_->settings());
   }
 
   // Shared with the thread, which may outlive the owner (see ~scheduler_thread).

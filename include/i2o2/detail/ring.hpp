@@ -22,6 +22,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -326,21 +327,33 @@ public:
       io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
       if (sqe == nullptr) return;  // cannot happen: one op at a time, 2 entries
       io_uring_prep_msg_ring(sqe, target_fd, 0, user_data, 0);
-      // Submits whatever is still pending and waits; a signal just repeats it.
-      while (io_uring_submit_and_wait(&ring_, 1) == -EINTR) {
-      }
-      int result = 0;
-      io_uring_cqe* cqe = nullptr;
-      while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
-        result = cqe->res;
-        io_uring_cqe_seen(&ring_, cqe);
-      }
-      if (result >= 0 || !transient_errno(-result)) return;
+      const std::optional<int> result = submit_and_reap();
+      if (!result || *result >= 0 || !transient_errno(-*result)) return;
       ::sched_yield();
     }
   }
 
 private:
+  /// Submits what is pending and waits for the MSG_RING's CQE: its result,
+  /// or nothing after a lasting enter failure. A signal or a transient
+  /// refusal (-EAGAIN, -EBUSY) leaves the SQE pending or the CQE to come:
+  /// the wait is repeated, never taken for a sent wake.
+  std::optional<int> submit_and_reap() noexcept {
+    for (;;) {
+      const int entered = io_uring_submit_and_wait(&ring_, 1);
+      std::optional<int> result;
+      io_uring_cqe* cqe = nullptr;
+      while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
+        result = cqe->res;
+        io_uring_cqe_seen(&ring_, cqe);
+      }
+      if (result) return result;
+      if (entered < 0 && entered != -EINTR && entered != -EBUSY && !transient_errno(-entered))
+        return std::nullopt;
+      if (entered < 0) ::sched_yield();
+    }
+  }
+
   std::mutex mutex_;
   io_uring ring_{};
 };

@@ -33,6 +33,7 @@
 #include "kernel_features.hpp"
 #include "overflow_lane.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -135,7 +136,14 @@ public:
   /// earliest holds.
   void close(std::optional<std::chrono::nanoseconds> deadline) noexcept {
     if (deadline) {
-      const std::int64_t at = (std::chrono::steady_clock::now() + *deadline).time_since_epoch().count();
+      // Saturated: a deadline too far off to count from now means never;
+      // one already past (negative), now.
+      const auto ahead = std::max(*deadline, std::chrono::nanoseconds::zero());
+      const auto now = std::chrono::steady_clock::now();
+      const auto room = std::chrono::steady_clock::time_point::max() - now;
+      const std::int64_t at = (ahead >= room ? std::chrono::steady_clock::time_point::max() : now + ahead)
+                                  .time_since_epoch()
+                                  .count();
       std::int64_t current = stop_deadline_.load(std::memory_order_relaxed);
       while ((current == no_deadline || at < current) &&
              !stop_deadline_.compare_exchange_weak(current, at, std::memory_order_relaxed)) {
