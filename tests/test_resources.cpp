@@ -603,6 +603,54 @@ TEST_CASE("a deferred unregister does not end a later registration of its slot",
   CHECK(std::string(bytes.data(), 5) == "world");
 }
 
+TEST_CASE("a direct descriptor opened into a slot register_file gave out keeps it: register_file hands "
+          "out other slots until an op::close empties it",
+          "[resources][files]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("direct descriptor over a registration");
+  auto scheduler = i2o2_test::spawn_policy(policy, small_config(2, 0));
+  auto& handle = scheduler->handle();
+  i2o2_test::temp_file first;
+  i2o2_test::temp_file direct;
+  i2o2_test::temp_file third;
+  REQUIRE(::pwrite(direct.fd(), "direct", 6, 0) == 6);
+  REQUIRE(::pwrite(third.fd(), "third!", 6, 0) == 6);
+  const auto read_slot = [&](unsigned slot) {
+    std::array<char, 8> bytes{};
+    const int got = handle
+                        .submit(i2o2::op::read{
+                            .file = i2o2::fixed_file(slot), .buf = bytes.data(), .len = 6, .offset = 0})
+                        .wait();
+    return got == 6 ? std::string(bytes.data(), 6) : "result " + std::to_string(got);
+  };
+
+  auto record = std::make_shared<guard_record>();
+  const int slot = handle.register_file(first.fd(), counted(record)).wait();
+  REQUIRE(slot >= 0);
+  const auto index = static_cast<unsigned>(slot);
+  // Opened over the registered file: the kernel drops that file (its
+  // registration ends, its guard goes with the tag CQE).
+  REQUIRE(
+      handle.submit(i2o2::op::openat{.path = direct.path().c_str(), .flags = O_RDONLY, .fixed_slot = index})
+          .wait() == 0);
+  CHECK(read_slot(index) == "direct");
+  REQUIRE(settle_within(handle, [&] { return record->destroyed.load() != 0; }));
+  CHECK(record->destroyed.load() == 1);
+  // Not register_file's any more: unregister finds nothing there, and the
+  // next registrations take the other slot, then find the table full.
+  CHECK(handle.unregister_file(index).wait() == not_registered);
+  const int next = handle.register_file(third.fd()).wait();
+  CHECK(next >= 0);
+  CHECK(next != slot);
+  CHECK(handle.register_file(third.fd()).wait() == i2o2::result_of(i2o2::errc::resource_table_full));
+  CHECK(read_slot(index) == "direct");  // untouched by either
+  // An op::close of the direct descriptor gives the slot back.
+  REQUIRE(handle.submit(i2o2::op::close{.file = i2o2::fixed_file(index)}).wait() == 0);
+  CHECK(handle.register_file(third.fd()).wait() == slot);
+  CHECK(read_slot(index) == "third!");
+}
+
 TEST_CASE("an unregister waits for a chain's later op that names the slot: the kernel looks it up only "
           "when that op is issued",
           "[resources]") {

@@ -182,11 +182,15 @@ struct madvise {
 
 /// openat(2); resolves with the new fd. With `fixed_slot`, the file is
 /// opened straight into that registered-file slot (a direct descriptor)
-/// and resolves with 0; a slot outside the table resolves -EINVAL. Direct
-/// descriptors, like `close` of a `fixed_file`, act on the kernel's table
-/// behind `register_file`'s back: it hands out slots from 0 upward (those
-/// freed again first), so keep direct descriptors to slots it never
-/// reaches (the top of the table) or to slots it gave you.
+/// and resolves with 0; a slot outside the table resolves -EINVAL. The
+/// scheduler notes each direct descriptor installed: `register_file`
+/// never hands out its slot until an `op::close` of that `fixed_file`
+/// empties it. Opened over a file `register_file` put there, it ends that
+/// registration (`unregister_file` then answers `not_registered`; the
+/// file's guard goes once the kernel lets go of it, as after an
+/// unregister). `register_file` hands out slots from 0 upward (those
+/// freed again first): direct descriptors at the top of the table leave
+/// it the most room.
 struct openat {
   static constexpr unsigned max_fixed_slot = 0xfffffffdU;
   int dir_fd = AT_FDCWD;

@@ -349,7 +349,8 @@ private:
   void place(envelope_type& envelope, bool timed) noexcept {
     const std::uint64_t user_data = slots_.insert(
         std::move(envelope.sender), std::move(envelope.guard), envelope.key, envelope.op.extra_out,
-        detail::late_table_use(envelope.op.sqe(), envelope.chain_length == 0));
+        detail::late_table_use(envelope.op.sqe(), envelope.chain_length == 0),
+        detail::direct_file_use_of(envelope.op.sqe()));
     if (timed) envelope.op.sqe().flags |= IOSQE_IO_LINK;
     ring_.push(envelope.op, user_data);  // cannot fail: the budget counted free SQEs
     if (!timed) return;
@@ -690,7 +691,9 @@ private:
   void reap() noexcept {
     ring_.reap([this](std::uint64_t user_data, int result, std::uint32_t flags, const __u64* extra) noexcept {
       if (!detail::is_internal(user_data)) {
-        slots_.complete(user_data, result, (flags & IORING_CQE_F_MORE) != 0, extra);
+        const auto direct = slots_.complete(user_data, result, (flags & IORING_CQE_F_MORE) != 0, extra);
+        if (const auto slot = direct.slot(result)) [[unlikely]]
+          files_.on_direct(*slot, direct.what == detail::direct_file_use::kind::install);
         return;
       }
       switch (detail::kind_of(user_data)) {

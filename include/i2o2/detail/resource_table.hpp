@@ -2,7 +2,8 @@
 /// Bookkeeping for one registered-resource table (files or buffers): which
 /// slots are free, registered, or unregistered but still awaiting the
 /// kernel's tag CQE, and the guard of each (G4: a guard lives until that
-/// CQE says no op uses the slot any more). Scheduler thread only.
+/// CQE says no op uses the slot any more); and, for files, which slots a
+/// direct descriptor holds, never handed out. Scheduler thread only.
 
 #include "../guard.hpp"
 
@@ -19,15 +20,19 @@ public:
   explicit resource_table(std::uint32_t size) : entries_(size) {
     free_.reserve(size);
     for (std::uint32_t index = size; index > 0; --index)
-      free_.push_back(index - 1);
+      list_free(index - 1);
   }
 
-  /// A free slot to register into, if any.
+  /// A free slot to register into, if any. (A slot a direct descriptor
+  /// took while listed is dropped from the list here.)
   std::optional<std::uint32_t> acquire() noexcept {
-    if (free_.empty()) return std::nullopt;
-    const std::uint32_t index = free_.back();
-    free_.pop_back();
-    return index;
+    while (!free_.empty()) {
+      const std::uint32_t index = free_.back();
+      free_.pop_back();
+      entries_[index].listed = false;
+      if (!entries_[index].direct) return index;
+    }
+    return std::nullopt;
   }
   /// The kernel accepted the registration into `index`.
   void commit(std::uint32_t index, stored_guard_t<Guard>&& guard) noexcept {
@@ -37,7 +42,7 @@ public:
     ++live_;
   }
   /// The kernel refused it: the slot is free again.
-  void abort(std::uint32_t index) noexcept { free_.push_back(index); }
+  void abort(std::uint32_t index) noexcept { list_free(index); }
 
   bool registered(std::uint32_t index) const noexcept {
     return index < entries_.size() && entries_[index].state == slot_state::registered;
@@ -58,8 +63,20 @@ public:
     if (entries_[index].state == slot_state::releasing) --awaiting_tag_;
     entries_[index].guard.reset();
     entries_[index].state = slot_state::free;
-    free_.push_back(index);
+    list_free(index);
     --live_;
+  }
+
+  /// A direct descriptor was installed into slot `index` (`installed`), or
+  /// the slot emptied (an op::close naming it). Installed over a file
+  /// registered there, it ends that registration: the kernel dropped the
+  /// file, and its tag CQE releases the guard as after an unregister.
+  void on_direct(std::uint32_t index, bool installed) noexcept {
+    if (index >= entries_.size()) return;
+    entry& slot = entries_[index];
+    slot.direct = installed;
+    if (installed && slot.state == slot_state::registered) release(index);
+    list_free(index);
   }
 
   /// Registered or awaiting a tag CQE.
@@ -81,7 +98,18 @@ private:
     std::optional<stored_guard_t<Guard>> guard;
     std::uint32_t registration = 0;
     slot_state state = slot_state::free;
+    bool direct = false;  // a direct descriptor holds the slot
+    bool listed = false;  // in free_
   };
+
+  /// Onto the free list if it is free, and neither listed nor held by a
+  /// direct descriptor.
+  void list_free(std::uint32_t index) noexcept {
+    entry& slot = entries_[index];
+    if (slot.listed || slot.direct || slot.state != slot_state::free) return;
+    slot.listed = true;
+    free_.push_back(index);
+  }
   std::vector<entry> entries_;
   std::vector<std::uint32_t> free_;
   std::uint32_t live_ = 0;

@@ -7,6 +7,7 @@
 
 #include "../guard.hpp"
 #include "../op.hpp"
+#include "direct_files.hpp"
 #include "table_use.hpp"
 #include "user_data.hpp"
 
@@ -34,7 +35,8 @@ public:
   /// Takes a free slot (the scheduler's CQ budget ensures there is one);
   /// returns the op's user_data.
   std::uint64_t insert(Sender&& sender, stored_guard_t<Guard>&& guard, std::uint64_t key,
-                       cqe_extra* extra_out = nullptr, table_use late_use = {}) noexcept {
+                       cqe_extra* extra_out = nullptr, table_use late_use = {},
+                       direct_file_use direct = {}) noexcept {
     assert(!free_.empty());
     const std::uint32_t id = free_.back();
     free_.pop_back();
@@ -44,6 +46,7 @@ public:
     target.key = key;
     target.extra_out = extra_out;
     target.late_use = late_use;
+    target.direct = direct;
     target.placed = placed_++;
     if (late_use.file != table_use::none || late_use.buffer != table_use::none) ++late_in_flight_;
     target.cancel_requested = false;
@@ -55,11 +58,13 @@ public:
   /// A CQE of the op arrived: the first completes its reply (its extra
   /// words, on a CQE32 ring, stored first where the op asked); the last
   /// (`more` false) then destroys its guard (G2) and frees the slot. A
-  /// stale or unknown user_data is ignored.
-  void complete(std::uint64_t user_data, int result, bool more = false,
-                const __u64* extra = nullptr) noexcept {
+  /// stale or unknown user_data is ignored. Returns how the op changes the
+  /// registered-file table (for the scheduler to tell the table).
+  direct_file_use complete(std::uint64_t user_data, int result, bool more = false,
+                           const __u64* extra = nullptr) noexcept {
     slot* done = find(user_data);
-    if (done == nullptr) return;
+    if (done == nullptr) return {};
+    const direct_file_use direct = done->direct;
     if (done->sender) {
       if (done->extra_out != nullptr && extra != nullptr) {
         done->extra_out->words[0] = extra[0];
@@ -68,7 +73,7 @@ public:
       std::move(*done->sender).complete(result);
       done->sender.reset();
     }
-    if (more) return;
+    if (more) return direct;
     if (done->late_use.file != table_use::none || done->late_use.buffer != table_use::none) --late_in_flight_;
     done->guard.reset();
     if (done->cancel_missed) --missed_cancels_;
@@ -76,6 +81,7 @@ public:
     done->busy = false;
     ++done->generation;
     free_.push_back(index_of(user_data));
+    return direct;
   }
 
   /// The user_data of the op in flight with `key`, if any.
@@ -145,6 +151,7 @@ private:
     std::uint64_t key = 0;
     cqe_extra* extra_out = nullptr;  // the op's prepared_op::extra_out
     table_use late_use{};            // slots it may look up after submission
+    direct_file_use direct{};        // a direct descriptor it installs or removes
     std::uint64_t placed = 0;        // the table's placed_count() when inserted
     __kernel_timespec timeout{};
     std::uint32_t generation = 0;  // bumped on every completion
