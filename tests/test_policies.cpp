@@ -6,9 +6,13 @@
 
 #include <i2o2/asio.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/bind_executor.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 
@@ -21,6 +25,7 @@
 #include <cstring>
 #include <deque>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -210,6 +215,96 @@ private:
 template <class Reply>
 scribbling_task await_then_end(Reply reply, std::atomic<int>& result) {
   result = co_await reply;
+}
+
+/// A coroutine the test destroys while it is suspended: it starts at once
+/// and stops at its end rather than freeing itself, and its frame is
+/// scribbled over when freed (as scribbling_task's), so that resuming it
+/// or reading it later fails with or without a sanitizer.
+struct destroyable_task {
+  struct promise_type {
+    static void* operator new(std::size_t size) { return ::operator new(size); }
+    static void operator delete(void* frame, std::size_t size) noexcept {
+      std::memset(frame, 0xa5, size);
+      ::operator delete(frame);
+    }
+    destroyable_task get_return_object() noexcept {
+      return {std::coroutine_handle<promise_type>::from_promise(*this)};
+    }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_always final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+  std::coroutine_handle<promise_type> frame;
+};
+
+/// What happened to a destroyable_task's frame: whether the coroutine went
+/// on past its co_await, and how often its locals were destroyed.
+struct frame_record {
+  std::atomic<int> resumed{0};
+  std::atomic<int> destroyed{0};
+};
+
+/// A local of the coroutine: its destructor runs when the frame is destroyed.
+struct frame_sentinel {
+  frame_record& record;
+  ~frame_sentinel() { record.destroyed.fetch_add(1); }
+};
+
+/// An executor that counts its execute() calls and resumes inline: a call
+/// made through the object the awaiter kept in a freed (scribbled) frame
+/// counts into nowhere, or faults.
+struct counting_executor {
+  std::atomic<int>* calls;
+  void execute(std::coroutine_handle<> handle) const noexcept {
+    calls->fetch_add(1);
+    handle.resume();
+  }
+};
+
+/// co_awaits a read of 4 bytes from `pipe` into `buffer`, its guard
+/// recording into `guard`; `reply_args`: the executor of an awaitable reply.
+template <class Handle, class... ReplyArgs>
+destroyable_task await_parked_read(Handle& handle, const i2o2_test::pipe_pair& pipe, char* buffer,
+                                   std::shared_ptr<i2o2_test::guard_record> guard, frame_record& record,
+                                   ReplyArgs... reply_args) {
+  frame_sentinel sentinel{record};
+  co_await handle.submit(i2o2_test::pipe_read(pipe, buffer, 4), i2o2_test::counting_guard(std::move(guard)),
+                         reply_args...);
+  record.resumed.fetch_add(1);
+}
+
+/// Destroys a coroutine suspended on a read parked on an empty pipe, then
+/// feeds the pipe: the op completes, its guard dies once, and the
+/// completion leaves the destroyed frame alone.
+template <class Scheduler, class... ReplyArgs>
+void destroy_suspended_then_complete(ReplyArgs... reply_args) {
+  i2o2_test::pipe_pair pipe;
+  char buffer[4] = {};
+  auto guard = std::make_shared<i2o2_test::guard_record>();
+  frame_record record;
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<Scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
+
+  const destroyable_task task = await_parked_read(handle, pipe, buffer, guard, record, reply_args...);
+  // The read is parked on the empty pipe: the coroutine has suspended.
+  REQUIRE_FALSE(task.frame.done());
+  task.frame.destroy();  // a cancelled task: its frame goes, and the reply in it
+  CHECK(record.destroyed == 1);
+  CHECK(record.resumed == 0);
+  CHECK(guard->destroyed == 0);  // G6: dropping the reply released nothing early
+  pipe.feed("abcd", 4);
+  // The guard dies on the scheduler thread just after the reply's
+  // completion has returned (G2): the completion is over once it has.
+  REQUIRE(i2o2_test::eventually([&] { return guard->destroyed.load() == 1; }));
+  CHECK(std::memcmp(buffer, "abcd", 4) == 0);  // the op ran to its end
+  CHECK(i2o2_test::bytes_left_in(pipe) == 0);
+  CHECK(record.resumed == 0);
+  CHECK(record.destroyed == 1);
+  CHECK(guard->destroyed == 1);
 }
 
 } // namespace
@@ -410,6 +505,26 @@ TEST_CASE("an awaitable reply's executor is not touched once it hands on the cor
   }
 }
 
+TEST_CASE("a coroutine destroyed while it awaits a parked op is not resumed when the op completes (G6)",
+          "[policies][co_await]") {
+  i2o2_test::watchdog dog("destroyed awaiting coroutine");
+  SECTION("co_await of a future reply") {
+    destroy_suspended_then_complete<scheduler_with<i2o2::wait::eventfd>>();
+  }
+  SECTION("an awaitable reply resumed inline") {
+    destroy_suspended_then_complete<i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd,
+                                                          i2o2::reply::awaitable<>, i2o2::any_guard>>();
+  }
+  SECTION("an awaitable reply resumed through an executor: the executor is not called") {
+    std::atomic<int> calls{0};
+    destroy_suspended_then_complete<
+        i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::eventfd,
+                              i2o2::reply::awaitable<counting_executor>, i2o2::any_guard>>(
+        counting_executor{&calls});
+    CHECK(calls == 0);
+  }
+}
+
 TEST_CASE("async_submit completes plain callbacks, use_future and use_awaitable", "[policies][asio]") {
   i2o2_test::watchdog dog("asio adaptor");
   namespace asio = boost::asio;
@@ -472,6 +587,141 @@ TEST_CASE("async_submit after shutdown completes once with scheduler_closed and 
       asio::use_future);
   io.run();
   CHECK(awaited.get() == closed);
+}
+
+TEST_CASE("async_submit: a cancellation signal cancels a parked read; it completes once with -ECANCELED",
+          "[policies][asio][cancel]") {
+  i2o2_test::watchdog dog("asio cancellation signal", std::chrono::seconds(30));
+  namespace asio = boost::asio;
+  i2o2_test::pipe_pair pipe;
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<i2o2::asio_scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
+  asio::io_context io;
+
+  // An op that cancels has no side effects, so every type is honoured.
+  for (const auto type : {asio::cancellation_type::terminal, asio::cancellation_type::partial,
+                          asio::cancellation_type::total}) {
+    INFO("cancellation type " << static_cast<unsigned>(type));
+    asio::cancellation_signal signal;
+    char buffer[1] = {};
+    int calls = 0;
+    int seen = 0;
+    // The pipe is never fed before the emit: the read only ends if cancelled.
+    i2o2::async_submit(handle, i2o2_test::pipe_read(pipe, buffer, 1),
+                       asio::bind_cancellation_slot(signal.slot(), asio::bind_executor(io, [&](int result) {
+                                                      ++calls;
+                                                      seen = result;
+                                                    })));
+    CHECK(signal.slot().has_handler());  // the op listens while in flight
+    signal.emit(type);
+    io.restart();
+    io.run();  // the op is work: run() returns once its handler ran, or never
+    CHECK(calls == 1);
+    CHECK(seen == -ECANCELED);
+    CHECK_FALSE(signal.slot().has_handler());  // emptied before the handler ran
+    pipe.feed("x", 1);
+    CHECK(i2o2_test::bytes_left_in(pipe) == 1);  // the cancelled read took nothing
+  }
+}
+
+TEST_CASE("async_submit: a parked read raced against a timer with awaitable operators || ends when the timer "
+          "fires",
+          "[policies][asio][cancel]") {
+  i2o2_test::watchdog dog("asio read || timer", std::chrono::seconds(30));
+  namespace asio = boost::asio;
+  using namespace asio::experimental::awaitable_operators;
+  i2o2_test::pipe_pair pipe;
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<i2o2::asio_scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
+  asio::io_context io;
+
+  char buffer[1] = {};
+  // The pipe is never fed: the timer wins, and || then waits for the read
+  // to end, which it does only if the cancellation reaches it.
+  auto winner = asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<std::size_t> {
+        asio::steady_timer timer(io, std::chrono::milliseconds(1));
+        const auto first = co_await (
+            i2o2::async_submit(handle, i2o2_test::pipe_read(pipe, buffer, 1), asio::use_awaitable) ||
+            timer.async_wait(asio::use_awaitable));
+        co_return first.index();
+      },
+      asio::use_future);
+  io.run();
+  CHECK(winner.get() == 1);  // the timer's
+  pipe.feed("x", 1);
+  CHECK(i2o2_test::bytes_left_in(pipe) == 1);  // the cancelled read took nothing
+}
+
+TEST_CASE("async_submit: a cancellation signal after the op completed changes nothing",
+          "[policies][asio][cancel]") {
+  i2o2_test::watchdog dog("asio cancellation after completion", std::chrono::seconds(30));
+  namespace asio = boost::asio;
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<i2o2::asio_scheduler>();
+  [[maybe_unused]] auto& owner = running.owner;
+  auto& handle = running.handle;
+  asio::io_context io;
+  asio::cancellation_signal signal;
+
+  int calls = 0;
+  int seen = 1;
+  i2o2::async_submit(handle, i2o2::op::nop{},
+                     asio::bind_cancellation_slot(signal.slot(), asio::bind_executor(io, [&](int result) {
+                                                    ++calls;
+                                                    seen = result;
+                                                  })));
+  CHECK(signal.slot().has_handler());  // listening until the handler runs
+  // A nop sent after it completes after it: once its callback ran, the
+  // first nop is done and its handler posted, but io has not run it yet.
+  std::atomic<bool> later_done{false};
+  handle.submit(i2o2::op::nop{}, {}, [&later_done](int) noexcept { later_done = true; });
+  REQUIRE(i2o2_test::eventually([&] { return later_done.load(); }));
+  signal.emit(asio::cancellation_type::terminal);  // its cancel finds nothing
+  io.run();
+  CHECK(calls == 1);
+  CHECK(seen == 0);  // the nop's own result
+  CHECK_FALSE(signal.slot().has_handler());
+  signal.emit(asio::cancellation_type::terminal);  // nothing listens any more
+  io.restart();
+  io.run();
+  CHECK(calls == 1);
+}
+
+TEST_CASE("async_submit: a cancellation signal while the scheduler shuts down throws nothing; the op ends by "
+          "itself",
+          "[policies][asio][cancel]") {
+  i2o2_test::watchdog dog("asio cancellation while closing", std::chrono::seconds(30));
+  namespace asio = boost::asio;
+  i2o2_test::pipe_pair pipe;
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running = i2o2::spawn_scheduler<i2o2::asio_scheduler>();
+  auto& owner = running.owner;
+  auto& handle = running.handle;
+  asio::io_context io;
+  asio::cancellation_signal signal;
+
+  char buffer[1] = {};
+  int calls = 0;
+  int seen = 0;
+  i2o2::async_submit(handle, i2o2_test::pipe_read(pipe, buffer, 1),
+                     asio::bind_cancellation_slot(signal.slot(), asio::bind_executor(io, [&](int result) {
+                                                    ++calls;
+                                                    seen = result;
+                                                  })));
+  owner.scheduler().request_stop(std::nullopt);  // closed, waiting for the read without a deadline
+  REQUIRE(handle.closed());
+  CHECK_NOTHROW(signal.emit(asio::cancellation_type::terminal));  // its cancel is refused
+  pipe.feed("x", 1);
+  io.run();
+  CHECK(calls == 1);
+  CHECK(seen == 1);  // the read's own result
+  CHECK(buffer[0] == 'x');
 }
 
 TEST_CASE("a scheduler_thread destroyed on its own thread stops the scheduler instead of joining itself, and "

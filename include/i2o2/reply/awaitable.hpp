@@ -23,7 +23,11 @@ struct inline_executor {
   void execute(std::coroutine_handle<> handle) const noexcept { handle.resume(); }
 };
 
-/// What an awaitable-reply submit returns.
+/// What an awaitable-reply submit returns. A coroutine suspended on it may
+/// be destroyed while the reply lives in its frame (the operand of
+/// `co_await handle.submit(op, guard, executor)` does): destroying the
+/// reply takes the resumption back, so the op's completion neither calls
+/// the executor nor reads the frame (future_reply's co_await says more).
 template <detail::coroutine_executor Executor>
 class awaitable_reply {
 public:

@@ -32,9 +32,11 @@ namespace detail {
 
 /// Shared by one sender and one receiver; freed by whichever lets go last.
 struct future_state {
-  static constexpr std::uint32_t ready = 1;         // result is published
-  static constexpr std::uint32_t sleeper = 2;       // a thread sleeps on `flags`
-  static constexpr std::uint32_t continuation = 4;  // `waiter` must be resumed
+  static constexpr std::uint32_t ready = 1;    // result is published
+  static constexpr std::uint32_t sleeper = 2;  // a thread sleeps on `flags`
+  // `waiter` must be resumed: set by the awaiter as it suspends, taken back
+  // by `detach` when the receiver goes first (its coroutine destroyed).
+  static constexpr std::uint32_t continuation = 4;
 
   // The futex word. Release on `ready` publishes `result`.
   std::atomic<std::uint32_t> flags{0};
@@ -51,6 +53,26 @@ struct future_state {
   void release() noexcept {
     // acq_rel: the last owner must see the other's writes before freeing.
     if (references.fetch_sub(1, std::memory_order_acq_rel) == 1) state_pool<future_state>::destroy(this);
+  }
+
+  /// Receiver side, as it lets go: takes back a continuation the result
+  /// has not reached yet, so that the completion resumes nothing (the
+  /// coroutine that set it, and the frame `waiter` and `resumer_context`
+  /// point into, are being destroyed). The sender's fetch_or(ready) and
+  /// this CAS modify the one word, so one of them comes first: if the CAS
+  /// does, the sender finds no continuation and reads neither `waiter`
+  /// nor the frame; if the sender does, the CAS sees `ready` and gives up,
+  /// and the sender resumes the coroutine (destroying it meanwhile is then
+  /// the caller's race with that resumption, as for any coroutine).
+  void detach() noexcept {
+    // Relaxed: who came first is decided by the word's modification order,
+    // which every order respects. On success nothing is handed to the
+    // sender (it reads nothing more of ours); on failure we read nothing
+    // the sender wrote. release() orders the state's own lifetime.
+    auto now = flags.load(std::memory_order_relaxed);
+    while ((now & (continuation | ready)) == continuation &&
+           !flags.compare_exchange_weak(now, now & ~continuation, std::memory_order_relaxed)) {
+    }
   }
 
   void resume() noexcept {
@@ -97,7 +119,8 @@ public:
     return *this;
   }
   /// Dropping a reply early cancels nothing: the op runs to completion and
-  /// its guard is released on its CQE as usual (G6).
+  /// its guard is released on its CQE as usual (G6). A coroutine suspended
+  /// on the reply is not resumed once the reply is gone (see co_await).
   ~future_reply() { reset(); }
 
   /// Names the op for `handle.cancel(reply)`; set by the handle.
@@ -148,6 +171,16 @@ public:
   /// `co_await reply` suspends until the result is in. The coroutine is
   /// resumed on the scheduler thread: keep what follows short, or hop to
   /// your own executor, and never block on the scheduler from there.
+  ///
+  /// The reply must outlive the suspension. A suspended coroutine may be
+  /// destroyed (a cancelled task, a runtime shutting down) while the reply
+  /// it awaits lives in its frame, as the operand of
+  /// `co_await handle.submit(op)` or a local does: destroying the reply
+  /// takes the resumption back, and the op, which still runs to its end
+  /// with its guard released on its CQE (G6), leaves the frame alone. A
+  /// reply kept elsewhere must be destroyed with the frame, before its op
+  /// can complete. Once the result is in, the coroutine is being resumed:
+  /// destroying it then races with that, as with any coroutine.
   auto operator co_await() const noexcept {
     struct awaiter {
       detail::future_state* state;
@@ -173,7 +206,8 @@ public:
   /// already, so what follows always runs on the executor). An executor
   /// with `static constexpr bool runs_inline = true` (inline_executor) is
   /// not called when the result is in already: the coroutine just goes on,
-  /// rather than nesting a stack frame per await.
+  /// rather than nesting a stack frame per await. Destroying the suspended
+  /// coroutine is as for `co_await reply`; `executor` is then not called.
   template <detail::coroutine_executor Executor>
   auto resume_on(Executor executor) const noexcept {
     struct awaiter {
@@ -244,8 +278,13 @@ private:
     return is_ready();
   }
 
+  /// Lets go of the state; withdraws first a coroutine suspended on it,
+  /// whose frame (holding this reply) is being destroyed.
   void reset() noexcept {
-    if (state_ != nullptr) std::exchange(state_, nullptr)->release();
+    if (state_ == nullptr) return;
+    detail::future_state* state = std::exchange(state_, nullptr);
+    state->detach();
+    state->release();
   }
 
   detail::future_state* state_ = nullptr;
