@@ -651,6 +651,51 @@ TEST_CASE("a direct descriptor opened into a slot register_file gave out keeps i
   CHECK(read_slot(index) == "third!");
 }
 
+TEST_CASE("register_file does not hand out a slot an openat in flight names for its direct descriptor",
+          "[resources][files]") {
+  // The kernel installs the descriptor when it runs the op (here in an
+  // io-wq worker, blocked opening a FIFO until it has a writer), before
+  // its CQE is reaped: a register_file pulled meanwhile must take another
+  // slot, or one of the two files silently replaces the other.
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("direct descriptor in flight");
+  auto scheduler = i2o2_test::spawn_policy(policy, small_config(2, 0));
+  auto& handle = scheduler->handle();
+  const std::string fifo = "i2o2-test-fifo-" + std::to_string(::getpid());
+  ::unlink(fifo.c_str());
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  struct unlink_at_exit {
+    const std::string& path;
+    ~unlink_at_exit() { ::unlink(path.c_str()); }
+  } cleanup{fifo};
+  i2o2_test::temp_file file;
+  REQUIRE(::pwrite(file.fd(), "file!", 5, 0) == 5);
+
+  const pending open = handle.submit(i2o2::op::openat{
+      .path = fifo.c_str(), .flags = O_RDONLY, .fixed_slot = 0, .options = {.will_block = true}});
+  churn(handle);  // in the ring: an io-wq worker waits in open(2) for a writer
+  REQUIRE_FALSE(open.is_ready());
+  const int registered = handle.register_file(file.fd()).wait();
+  CHECK(registered == 1);
+  const int writer = ::open(fifo.c_str(), O_WRONLY);  // lets the open finish
+  REQUIRE(writer >= 0);
+  CHECK(open.wait() == 0);
+  REQUIRE(::write(writer, "fifo!", 5) == 5);
+  ::close(writer);
+  const auto read_slot = [&](unsigned slot) {
+    std::array<char, 8> bytes{};
+    const int got = handle
+                        .submit(i2o2::op::read{
+                            .file = i2o2::fixed_file(slot), .buf = bytes.data(), .len = 5, .offset = 0})
+                        .wait();
+    return got == 5 ? std::string(bytes.data(), 5) : "result " + std::to_string(got);
+  };
+  CHECK(read_slot(0) == "fifo!");
+  if (registered >= 0) CHECK(read_slot(static_cast<unsigned>(registered)) == "file!");
+  CHECK(handle.submit(i2o2::op::close{.file = i2o2::fixed_file(0)}).wait() == 0);
+}
+
 TEST_CASE("an unregister waits for a chain's later op that names the slot: the kernel looks it up only "
           "when that op is issued",
           "[resources]") {

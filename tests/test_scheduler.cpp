@@ -75,9 +75,13 @@ TEST_CASE("run() whose on_started throws closes the scheduler: later submits are
   {
     scheduler sched(i2o2::config{.ring_depth = 4});
     handle.emplace(sched.handle());
+    auto queued = handle->submit(i2o2::op::nop{});  // before run: it waits in the queue
     CHECK_THROWS_AS(sched.run([](std::exception_ptr) { throw std::runtime_error("not today"); }),
                     std::runtime_error);
     CHECK(handle->closed());
+    // Resolved when run threw, not when the scheduler goes: its owner may
+    // wait for this op's client before that.
+    CHECK(queued.try_get() == i2o2::result_of(i2o2::errc::scheduler_closed));
     CHECK_THROWS_AS(handle->submit(i2o2::op::nop{}), i2o2::scheduler_closed);
   }
   CHECK_THROWS_AS(handle->submit(i2o2::op::nop{}), i2o2::scheduler_closed);

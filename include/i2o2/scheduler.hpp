@@ -85,15 +85,7 @@ public:
   basic_scheduler& operator=(const basic_scheduler&) = delete;
 
   /// If `run` never ran, ops already queued resolve with scheduler_closed.
-  ~basic_scheduler() {
-    state_->close(std::nullopt);
-    while (!state_->closed_and_quiet())
-      detail::cpu_relax();
-    state_->queue().pop_batch(state_->queue().capacity(), [](envelope_type& envelope) noexcept {
-      std::move(envelope.sender).complete(result_of(errc::scheduler_closed));
-      return true;
-    });
-  }
+  ~basic_scheduler() { refuse_queued(); }
 
   /// A new handle. Any thread.
   handle_type handle() { return handle_type(state_); }
@@ -107,14 +99,14 @@ public:
       ring_.enable();
       ring_.register_sparse_tables(config_.registered_files, config_.registered_buffers);
     } catch (...) {
-      state_->close(std::nullopt);
+      refuse_queued();
       on_started(std::current_exception());
       throw;
     }
     try {
       on_started(std::exception_ptr{});
     } catch (...) {
-      state_->close(std::nullopt);  // nothing will run: what is queued resolves scheduler_closed
+      refuse_queued();  // nothing will run them
       throw;
     }
     state_->mark_scheduler_thread(true);
@@ -146,6 +138,18 @@ private:
   /// the other for a cancel (a user's, or the shutdown's), so that a ring
   /// full of ops that never finish can still be cancelled.
   static constexpr unsigned internal_reserve = 2;
+
+  /// Closes, and resolves what was queued with scheduler_closed: for a
+  /// scheduler that will not run (or run no more).
+  void refuse_queued() noexcept {
+    state_->close(std::nullopt);
+    while (!state_->closed_and_quiet())
+      detail::cpu_relax();
+    state_->queue().pop_batch(state_->queue().capacity(), [](envelope_type& envelope) noexcept {
+      std::move(envelope.sender).complete(result_of(errc::scheduler_closed));
+      return true;
+    });
+  }
 
   static std::optional<std::chrono::nanoseconds> deadline_of(const config& cfg) {
     return detail::shutdown_deadline_of(cfg);
@@ -347,10 +351,12 @@ private:
 
   /// One op into the ring; with `timed`, a LINK_TIMEOUT right behind it.
   void place(envelope_type& envelope, bool timed) noexcept {
+    const detail::direct_file_use direct = detail::direct_file_use_of(envelope.op.sqe());
+    if (direct.names_slot()) [[unlikely]]
+      files_.direct_op_placed(direct.file_index - 1);
     const std::uint64_t user_data = slots_.insert(
         std::move(envelope.sender), std::move(envelope.guard), envelope.key, envelope.op.extra_out,
-        detail::late_table_use(envelope.op.sqe(), envelope.chain_length == 0),
-        detail::direct_file_use_of(envelope.op.sqe()));
+        detail::late_table_use(envelope.op.sqe(), envelope.chain_length == 0), direct);
     if (timed) envelope.op.sqe().flags |= IOSQE_IO_LINK;
     ring_.push(envelope.op, user_data);  // cannot fail: the budget counted free SQEs
     if (!timed) return;
@@ -691,22 +697,35 @@ private:
   void reap() noexcept {
     ring_.reap([this](std::uint64_t user_data, int result, std::uint32_t flags, const __u64* extra) noexcept {
       if (!detail::is_internal(user_data)) {
-        const auto direct = slots_.complete(user_data, result, (flags & IORING_CQE_F_MORE) != 0, extra);
-        if (const auto slot = direct.slot(result)) [[unlikely]]
-          files_.on_direct(*slot, direct.what == detail::direct_file_use::kind::install);
+        const bool more = (flags & IORING_CQE_F_MORE) != 0;
+        const auto direct = slots_.complete(user_data, result, more, extra);
+        if (direct.what != detail::direct_file_use::kind::none) [[unlikely]]
+          direct_file_op_done(direct, result, more);
         return;
       }
       switch (detail::kind_of(user_data)) {
       case detail::internal_kind::wake: state_->wait().on_wake(result); break;
       case detail::internal_kind::cancel:
         --cancels_in_flight_;
-        if (result < 0) slots_.cancel_missed(detail::index_of(user_data));
+        // (-EINVAL: an IOPOLL ring, which cancels nothing; its ops end soon.)
+        if (result < 0 && result != -EINVAL) slots_.cancel_missed(detail::index_of(user_data));
         break;
       case detail::internal_kind::link_timeout: --link_timeouts_in_flight_; break;
       case detail::internal_kind::file_tag: files_.on_tag(detail::index_of(user_data)); break;
       case detail::internal_kind::buffer_tag: buffers_.on_tag(detail::index_of(user_data)); break;
       }
     });
+  }
+
+  /// A CQE of an op that installs a direct descriptor or closes one: the
+  /// file table learns which slot it took or emptied (direct_files.hpp).
+  void direct_file_op_done(const detail::direct_file_use& direct, int result, bool more) noexcept {
+    const bool installed = direct.what == detail::direct_file_use::kind::install;
+    if (direct.names_slot()) {
+      if (!more) files_.direct_op_done(direct.file_index - 1, true, installed, result >= 0);
+    } else if (const auto slot = direct.slot(result)) {
+      files_.direct_op_done(*slot, false, installed, true);
+    }
   }
 
   // ---- shutdown ---------------------------------------------------------

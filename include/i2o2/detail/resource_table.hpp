@@ -3,7 +3,8 @@
 /// slots are free, registered, or unregistered but still awaiting the
 /// kernel's tag CQE, and the guard of each (G4: a guard lives until that
 /// CQE says no op uses the slot any more); and, for files, which slots a
-/// direct descriptor holds, never handed out. Scheduler thread only.
+/// direct descriptor holds or an op in flight may install one into, never
+/// handed out. Scheduler thread only.
 
 #include "../guard.hpp"
 
@@ -30,7 +31,7 @@ public:
       const std::uint32_t index = free_.back();
       free_.pop_back();
       entries_[index].listed = false;
-      if (!entries_[index].direct) return index;
+      if (!entries_[index].direct && entries_[index].direct_ops == 0) return index;
     }
     return std::nullopt;
   }
@@ -67,15 +68,28 @@ public:
     --live_;
   }
 
-  /// A direct descriptor was installed into slot `index` (`installed`), or
-  /// the slot emptied (an op::close naming it). Installed over a file
-  /// registered there, it ends that registration: the kernel dropped the
-  /// file, and its tag CQE releases the guard as after an unregister.
-  void on_direct(std::uint32_t index, bool installed) noexcept {
+  /// An op naming slot `index` for a direct descriptor (one to install or
+  /// a close) goes into the ring. The kernel may act on the slot before
+  /// its CQE is reaped: until then the slot is not handed out.
+  void direct_op_placed(std::uint32_t index) noexcept {
+    if (index < entries_.size()) ++entries_[index].direct_ops;
+  }
+
+  /// That op's CQE: it `installed` a direct descriptor into `index`, or
+  /// emptied the slot, if it `succeeded`. Installed over a file registered
+  /// there (before the op was placed: the slot was not handed out since),
+  /// it ended that registration: its tag CQE, before or after this one,
+  /// releases the guard as after an unregister. `named`: placed with
+  /// direct_op_placed; an allocated slot (IORING_FILE_INDEX_ALLOC) is
+  /// known only now.
+  void direct_op_done(std::uint32_t index, bool named, bool installed, bool succeeded) noexcept {
     if (index >= entries_.size()) return;
     entry& slot = entries_[index];
-    slot.direct = installed;
-    if (installed && slot.state == slot_state::registered) release(index);
+    if (named && slot.direct_ops != 0) --slot.direct_ops;
+    if (succeeded) {
+      slot.direct = installed;
+      if (installed && slot.state == slot_state::registered) release(index);
+    }
     list_free(index);
   }
 
@@ -98,15 +112,16 @@ private:
     std::optional<stored_guard_t<Guard>> guard;
     std::uint32_t registration = 0;
     slot_state state = slot_state::free;
-    bool direct = false;  // a direct descriptor holds the slot
-    bool listed = false;  // in free_
+    std::uint16_t direct_ops = 0;  // ops in flight naming the slot for a direct descriptor
+    bool direct = false;           // a direct descriptor holds the slot
+    bool listed = false;           // in free_
   };
 
-  /// Onto the free list if it is free, and neither listed nor held by a
-  /// direct descriptor.
+  /// Onto the free list if it is free, not listed, and no direct
+  /// descriptor holds it or may be installed into it.
   void list_free(std::uint32_t index) noexcept {
     entry& slot = entries_[index];
-    if (slot.listed || slot.direct || slot.state != slot_state::free) return;
+    if (slot.listed || slot.direct || slot.direct_ops != 0 || slot.state != slot_state::free) return;
     slot.listed = true;
     free_.push_back(index);
   }
