@@ -1,19 +1,23 @@
 // Faults injected at the ring boundary (detail/fault_injection.hpp, test
 // builds only): io_uring_enter failing with -EINTR, -EAGAIN or -EBUSY is
 // retried without losing an op or releasing a guard early; ring setup
-// failing is a clear error; an older kernel means a fallback. The hooks sit
-// in the ring every scheduler shares, so each test runs over all 24 queue x
-// wait x reply combinations (tests/any_scheduler.hpp).
+// failing is a clear error; an older kernel means a fallback; a feature
+// probe that fails for a passing reason is not kept. The hooks sit in the
+// ring every scheduler shares, so each test runs over all 24 queue x wait x
+// reply combinations (tests/any_scheduler.hpp).
 #include "any_scheduler.hpp"
 #include "proc_support.hpp"
 #include "support.hpp"
 
+#include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
 namespace {
 
 using i2o2::detail::fault_injection;
+using i2o2::detail::kernel_features;
 
 struct clear_faults {
   ~clear_faults() {
@@ -21,6 +25,24 @@ struct clear_faults {
     i2o2::detail::kernel_features::stop_pretending();
   }
 };
+
+/// Ends a case that re-probes the kernel: a sure result is kept again, and
+/// unsure ones are used for the usual while.
+struct probe_afresh {
+  ~probe_afresh() {
+    fault_injection::get().clear();
+    kernel_features::retry_unsure_after(kernel_features::unsure_retry);
+    kernel_features::probe_again();
+    (void)kernel_features::get();
+  }
+};
+
+std::uint32_t flags_of(const kernel_features& kernel) {
+  std::uint32_t flags = 0;
+  for (const auto& info : i2o2::detail::known_setup_flags)
+    if (kernel.has_setup_flag(info.flag)) flags |= info.flag;
+  return flags;
+}
 
 } // namespace
 
@@ -72,6 +94,70 @@ TEST_CASE("a ring setup failure is a clear error with the kernel's errno", "[fau
       CHECK_THAT(failure.what(), Catch::Contains("io_uring_queue_init"));
     }
   }
+}
+
+TEST_CASE("a feature probe refused IORING_REGISTER_PROBE lets every op through for the kernel to answer, "
+          "and is probed again",
+          "[faults][probe]") {
+  const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
+  CAPTURE(policy);
+  i2o2_test::watchdog dog("probe refused");
+  probe_afresh cleanup;
+  const i2o2::op::raw unknown{i2o2::prepared_op::with_opcode(250)};  // an opcode no kernel has
+  // ENOMEM once, as a kernel short of memory (or EPERM from a seccomp rule).
+  kernel_features::retry_unsure_after(std::chrono::hours(1));
+  kernel_features::probe_again();
+  fault_injection::get().fail_opcode_probe(ENOMEM);
+  const kernel_features& unsure = kernel_features::get();
+  REQUIRE(unsure.available());
+  CHECK_FALSE(unsure.sure());
+  CHECK(unsure.has_opcode(IORING_OP_NOP));
+  CHECK(unsure.has_opcode(250));              // unknown: the kernel will say
+  CHECK(&kernel_features::get() == &unsure);  // used, not probed per call
+  {
+    auto scheduler = i2o2_test::spawn_policy(policy, {.ring_depth = 8});
+    auto& handle = scheduler->handle();
+    CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);  // was errc::unsupported_op
+    CHECK(handle.submit(unknown).wait() == -EINVAL);    // the kernel's answer
+  }
+  // Due again: the next scheduler's creation probes, which works now.
+  kernel_features::retry_unsure_after(std::chrono::nanoseconds(0));
+  auto scheduler = i2o2_test::spawn_policy(policy, {.ring_depth = 8});
+  auto& handle = scheduler->handle();
+  const kernel_features& probed = kernel_features::get();
+  CHECK(&probed != &unsure);
+  CHECK(probed.sure());
+  CHECK(probed.has_opcode(IORING_OP_NOP));
+  CHECK_FALSE(probed.has_opcode(250));
+  CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
+  CHECK(handle.submit(unknown).wait() == i2o2::result_of(i2o2::errc::unsupported_op));
+}
+
+TEST_CASE("a setup-flag trial refused for a passing reason is not kept: the flags are probed again",
+          "[faults][probe]") {
+  i2o2_test::watchdog dog("flag trial refused");
+  probe_afresh cleanup;
+  kernel_features::probe_again();
+  const kernel_features& clean = kernel_features::get();
+  REQUIRE(clean.sure());
+  // ENOMEM once, as when the locked memory limit is used up for a moment.
+  kernel_features::retry_unsure_after(std::chrono::hours(1));
+  kernel_features::probe_again();
+  fault_injection::get().fail_flag_trial(ENOMEM);
+  const kernel_features& unsure = kernel_features::get();
+  REQUIRE(unsure.available());
+  CHECK_FALSE(unsure.sure());
+  CHECK((flags_of(unsure) & flags_of(clean)) == flags_of(clean));  // untried: presumed present
+  CHECK(&kernel_features::get() == &unsure);
+  {
+    auto [owner, handle] = i2o2::spawn({.ring_depth = 8});
+    CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
+  }
+  kernel_features::retry_unsure_after(std::chrono::nanoseconds(0));
+  const kernel_features& again = kernel_features::get();
+  CHECK(&again != &unsure);
+  CHECK(again.sure());
+  CHECK(flags_of(again) == flags_of(clean));
 }
 
 TEST_CASE("a kernel without DEFER_TASKRUN and SINGLE_ISSUER gets a plain ring that works", "[faults]") {

@@ -3,11 +3,13 @@
 /// builds (I2O2_TESTING): tests make the next io_uring_enter calls fail with
 /// -EINTR, -EAGAIN or -EBUSY, or the next ring setup fail with -ENOMEM or
 /// -EPERM, without submitting anything, as the kernel may; or futex_waitv
-/// fail with -ENOSYS, as before Linux 5.16; or the next MSG_RING wake-ups
-/// fail (the wait::msg_ring strategy) without posting anything; or sparse
-/// table registration be refused, as before Linux 5.19. (Pretending an older kernel's
-/// io_uring is kernel_features::pretend_missing.) Without I2O2_TESTING
-/// every hook is a constant and compiles away.
+/// fail with -ENOSYS, as before Linux 5.16, or -EPERM, as under a seccomp
+/// profile older than it; or the next MSG_RING wake-ups fail (the
+/// wait::msg_ring strategy) without posting anything; or sparse table
+/// registration be refused, as before Linux 5.19; or the feature probe's
+/// next IORING_REGISTER_PROBE or setup-flag trial fail. (Pretending an
+/// older kernel's io_uring is kernel_features::pretend_missing.) Without
+/// I2O2_TESTING every hook is a constant and compiles away.
 
 #include <atomic>
 
@@ -28,8 +30,14 @@ public:
   }
   /// The next ring setup returns -error.
   void fail_setup(int error) noexcept { setup_error_.store(error); }
-  /// Whether futex_waitv fails with -ENOSYS from now on.
-  void fail_futex_waitv(bool missing) noexcept { futex_waitv_missing_.store(missing); }
+  /// futex_waitv fails with -error from now on (0: no more); ENOSYS as
+  /// before Linux 5.16, EPERM as under a seccomp profile older than it.
+  void fail_futex_waitv(int error) noexcept { futex_waitv_error_.store(error); }
+  void fail_futex_waitv(bool) = delete;  // say which errno
+  /// The feature probe's next IORING_REGISTER_PROBE fails with -error.
+  void fail_opcode_probe(int error) noexcept { opcode_probe_error_.store(error); }
+  /// The feature probe's next setup-flag trial fails with -error.
+  void fail_flag_trial(int error) noexcept { flag_trial_error_.store(error); }
   /// The next `count` MSG_RING wake-ups fail with -error without posting.
   void fail_msg_rings(int error, int count) noexcept {
     msg_ring_error_.store(error);
@@ -42,7 +50,9 @@ public:
     msg_ring_failures_.store(0);
     enter_failures_.store(0);
     setup_error_.store(0);
-    futex_waitv_missing_.store(false);
+    futex_waitv_error_.store(0);
+    opcode_probe_error_.store(0);
+    flag_trial_error_.store(0);
   }
   /// How many enters failed by injection so far.
   long injected_enters() const noexcept { return injected_.load(); }
@@ -52,10 +62,12 @@ public:
   /// How many MSG_RING wake-ups failed by injection so far.
   long injected_msg_rings() const noexcept { return injected_msg_rings_.load(); }
   int take_setup() noexcept { return setup_error_.exchange(0); }
-  bool take_futex_waitv() noexcept {
-    if (!futex_waitv_missing_.load(std::memory_order_relaxed)) return false;
-    injected_futex_waitv_.fetch_add(1);
-    return true;
+  int take_opcode_probe() noexcept { return opcode_probe_error_.exchange(0); }
+  int take_flag_trial() noexcept { return flag_trial_error_.exchange(0); }
+  int take_futex_waitv() noexcept {
+    const int error = futex_waitv_error_.load(std::memory_order_relaxed);
+    if (error != 0) injected_futex_waitv_.fetch_add(1);
+    return error;
   }
   bool take_sparse_refusal() noexcept { return sparse_refused_.load(std::memory_order_relaxed); }
   /// How many futex_waitv calls failed by injection so far.
@@ -78,7 +90,9 @@ private:
   std::atomic<int> enter_failures_{0};
   std::atomic<int> setup_error_{0};
   std::atomic<long> injected_{0};
-  std::atomic<bool> futex_waitv_missing_{false};
+  std::atomic<int> opcode_probe_error_{0};
+  std::atomic<int> flag_trial_error_{0};
+  std::atomic<int> futex_waitv_error_{0};
   std::atomic<long> injected_futex_waitv_{0};
   std::atomic<int> msg_ring_error_{0};
   std::atomic<int> msg_ring_failures_{0};
@@ -88,13 +102,17 @@ private:
 
 inline int injected_enter_error() noexcept { return fault_injection::get().take_enter(); }
 inline int injected_setup_error() noexcept { return fault_injection::get().take_setup(); }
-inline bool injected_futex_waitv_missing() noexcept { return fault_injection::get().take_futex_waitv(); }
+inline int injected_opcode_probe_error() noexcept { return fault_injection::get().take_opcode_probe(); }
+inline int injected_flag_trial_error() noexcept { return fault_injection::get().take_flag_trial(); }
+inline int injected_futex_waitv_error() noexcept { return fault_injection::get().take_futex_waitv(); }
 inline int injected_msg_ring_error() noexcept { return fault_injection::get().take_msg_ring(); }
 inline bool injected_sparse_refusal() noexcept { return fault_injection::get().take_sparse_refusal(); }
 #else
 constexpr int injected_enter_error() noexcept { return 0; }
 constexpr int injected_setup_error() noexcept { return 0; }
-constexpr bool injected_futex_waitv_missing() noexcept { return false; }
+constexpr int injected_opcode_probe_error() noexcept { return 0; }
+constexpr int injected_flag_trial_error() noexcept { return 0; }
+constexpr int injected_futex_waitv_error() noexcept { return 0; }
 constexpr int injected_msg_ring_error() noexcept { return 0; }
 constexpr bool injected_sparse_refusal() noexcept { return false; }
 #endif

@@ -1,12 +1,16 @@
 #pragma once
-/// What the running kernel's io_uring can do, probed once per process with
-/// raw syscalls on a throwaway ring: supported opcodes (IORING_REGISTER_PROBE)
-/// and setup flags (by trial: a tiny ring is created with the flag alone).
+/// What the running kernel's io_uring can do, probed with raw syscalls on a
+/// throwaway ring: supported opcodes (IORING_REGISTER_PROBE) and setup flags
+/// (by trial: a tiny ring is created with the flags). Kept for the process
+/// once a probe is sure; a probe that a passing failure left unsure is
+/// probed again later (kernel_features::get).
 ///
 /// Test builds (I2O2_TESTING) can pretend the kernel lacks features, so the
-/// fallbacks and errors of older kernels are exercised on a new one.
+/// fallbacks and errors of older kernels are exercised on a new one, and
+/// make the probe fail (fault_injection.hpp).
 
 #include "compat.hpp"
+#include "fault_injection.hpp"
 
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -15,9 +19,10 @@
 #include <atomic>
 #include <bitset>
 #include <cerrno>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
-#include <deque>
+#include <list>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -79,21 +84,34 @@ inline const char* opcode_since(std::uint8_t opcode) noexcept {
 
 class kernel_features {
 public:
-  /// The running kernel's features, probed on first use. A probe that
-  /// could not create its ring for a passing reason (ENOMEM: the locked
-  /// memory limit is used up for now) is not kept: the next call, the next
-  /// scheduler's creation, probes again.
+  /// The running kernel's features, probed on first use and kept once a
+  /// probe is sure. Any thread; the result stays valid for the process.
+  ///
+  /// A probe that failed for a passing reason (ENOMEM: the locked memory
+  /// limit used up for now; EMFILE; IORING_REGISTER_PROBE or a setup-flag
+  /// trial refused by ENOMEM, EFAULT or a seccomp rule) is not kept for good:
+  /// - one that could not create a ring at all is probed again by the next
+  ///   call, the next scheduler's creation (no ring exists to submit to);
+  /// - otherwise what it could not learn is presumed present: opcodes it
+  ///   could not list are let through (an op the kernel lacks then fails
+  ///   with the kernel's -EINVAL instead of errc::unsupported_op), flags it
+  ///   could not try are used (`ring` falls back without the ones it adds
+  ///   by itself; one the config asks for fails ring setup with the
+  ///   kernel's errno). That result is used for `unsure_retry`, so the
+  ///   check made per submitted op never probes, and then probed again by
+  ///   the next call: a later scheduler, or a later op, sees the answer.
   static const kernel_features& get() {
-    static std::atomic<const kernel_features*> known{nullptr};
-    if (const kernel_features* features = known.load(std::memory_order_acquire)) return *features;
-    static std::mutex probing;
-    static std::deque<kernel_features> probes;  // stable addresses; each probe is kept, once
-    std::lock_guard lock(probing);
-    if (const kernel_features* features = known.load(std::memory_order_relaxed)) return *features;
-    const kernel_features& probed = probes.emplace_back(probe());
-    if (probed.setup_errno_ != ENOMEM) known.store(&probed, std::memory_order_release);
-    return probed;
+    // Acquire: pairs with the release that published a sure result.
+    if (const kernel_features* sure = sure_result().load(std::memory_order_acquire)) return *sure;
+    return probe_unless_recent();
   }
+
+  /// How long get() uses an unsure result before it probes again.
+  static constexpr std::chrono::seconds unsure_retry{1};
+
+  /// Whether this result is kept for the process: no passing failure left
+  /// any of it unknown.
+  bool sure() const noexcept { return sure_; }
 
   bool has_opcode(std::uint8_t opcode) const noexcept {
     return opcodes_.test(opcode) && !(pretend_missing_opcodes().test(opcode));
@@ -119,9 +137,93 @@ public:
       pretend_missing_opcodes().set(opcode);
   }
   static void stop_pretending() { pretend_missing(0); }
+
+  /// Test builds only: forget every result, so that the next get() probes
+  /// as in a new process. Results handed out before stay valid.
+  static void probe_again() {
+    std::lock_guard lock(unsure().probing);
+    sure_result().store(nullptr);
+    unsure().latest.store(nullptr);
+  }
+  /// Test builds only: how long get() uses an unsure result before it
+  /// probes again (`unsure_retry` otherwise).
+  static void retry_unsure_after(std::chrono::nanoseconds interval) {
+    unsure().retry_ns.store(interval.count());
+  }
 #endif
 
 private:
+  /// The result kept for the process, once a probe is sure. Constant-
+  /// initialised: reading it costs get() no guard.
+  static std::atomic<const kernel_features*>& sure_result() noexcept {
+    static std::atomic<const kernel_features*> sure{nullptr};
+    return sure;
+  }
+
+  /// What get() keeps until a probe is sure.
+  struct unsure_results {
+    std::mutex probing;
+    // Every result handed out (stable addresses: callers hold references),
+    // the same one kept once however often a probe finds it.
+    std::list<kernel_features> probes;
+    // The latest unsure result that has io_uring, used for `retry_ns`
+    // after `probed_at` (steady_clock, in ns). The times are relaxed: a
+    // stale one only moves a retry a little.
+    std::atomic<const kernel_features*> latest{nullptr};
+    std::atomic<std::int64_t> probed_at{0};
+    std::atomic<std::int64_t> retry_ns{std::chrono::nanoseconds(unsure_retry).count()};
+
+    bool recent() const noexcept {
+      return now_ns() - probed_at.load(std::memory_order_relaxed) < retry_ns.load(std::memory_order_relaxed);
+    }
+  };
+  static unsure_results& unsure() {
+    static unsure_results results;
+    return results;
+  }
+  static std::int64_t now_ns() noexcept {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
+  /// get() before a probe was sure: the latest unsure result unless it is
+  /// due for another probe, made by one thread while others keep using it.
+  static const kernel_features& probe_unless_recent() {
+    unsure_results& state = unsure();
+    const kernel_features* latest = state.latest.load(std::memory_order_acquire);
+    if (latest != nullptr && state.recent()) return *latest;
+    std::unique_lock lock(state.probing, std::defer_lock);
+    if (latest == nullptr)
+      lock.lock();
+    else if (!lock.try_lock())
+      return *latest;  // another thread is probing
+    // Under the lock, both were last written under it.
+    if (const kernel_features* sure = sure_result().load(std::memory_order_relaxed)) return *sure;
+    latest = state.latest.load(std::memory_order_relaxed);
+    if (latest != nullptr && state.recent()) return *latest;
+
+    const kernel_features probed = probe();
+    const kernel_features& kept = !state.probes.empty() && state.probes.back() == probed
+                                      ? state.probes.back()
+                                      : state.probes.emplace_back(probed);
+    const std::int64_t probed_at = now_ns();
+    if (kept.sure_) {
+      sure_result().store(&kept, std::memory_order_release);
+    } else if (kept.available()) {
+      state.probed_at.store(probed_at, std::memory_order_relaxed);
+      state.latest.store(&kept, std::memory_order_release);
+    } else if (latest != nullptr) {
+      // No ring for now (ENOMEM): keep using what the last probe found
+      // rather than refuse every op of the schedulers that exist.
+      state.probed_at.store(probed_at, std::memory_order_relaxed);
+      return *latest;
+    }
+    return kept;
+  }
+
+  bool operator==(const kernel_features&) const = default;
+
   static std::atomic<std::uint32_t>& pretend_missing_setup_flags() {
     static std::atomic<std::uint32_t> flags{0};
     return flags;
@@ -148,22 +250,36 @@ private:
 
   static kernel_features probe() {
     kernel_features features;
+    features.opcodes_.set();  // unknown until the kernel lists them: let every op through
     int fd = -1;
     features.setup_errno_ = try_setup(0, fd);
-    if (features.setup_errno_ != 0) return features;
+    if (features.setup_errno_ != 0) {
+      // ENOSYS: no io_uring; EPERM: disabled. Others (ENOMEM, EMFILE) pass.
+      features.sure_ = features.setup_errno_ == ENOSYS || features.setup_errno_ == EPERM;
+      return features;
+    }
 
     // Opcodes: IORING_REGISTER_PROBE fills one entry per opcode it knows.
     constexpr unsigned entries = 256;
     std::vector<std::byte> buffer(sizeof(io_uring_probe) + entries * sizeof(io_uring_probe_op));
     auto* probe_result = reinterpret_cast<io_uring_probe*>(buffer.data());
-    if (::syscall(__NR_io_uring_register, fd, IORING_REGISTER_PROBE, probe_result, entries) == 0) {
+    int probe_error = injected_opcode_probe_error();
+    if (probe_error == 0 &&
+        ::syscall(__NR_io_uring_register, fd, IORING_REGISTER_PROBE, probe_result, entries) != 0)
+      probe_error = errno;
+    if (probe_error == 0) {
+      features.opcodes_.reset();
       for (unsigned i = 0; i < probe_result->ops_len && i < entries; ++i)
         if (probe_result->ops[i].flags & IO_URING_OP_SUPPORTED) features.opcodes_.set(i);
+    } else if (probe_error != EINVAL) {  // EINVAL: no IORING_REGISTER_PROBE (before 5.6), for good
+      features.sure_ = false;            // ENOMEM, EFAULT, a seccomp rule: nothing learnt, for now
     }
     features.sync_msg_ring_ = sends_sync_msg_ring(fd);
     ::close(fd);
 
-    features.setup_flags_ = probe_setup_flags();
+    bool trials_sure = true;
+    features.setup_flags_ = probe_setup_flags(trials_sure);
+    features.sure_ = features.sure_ && trials_sure;
     return features;
   }
 
@@ -187,10 +303,10 @@ private:
   /// DEFER_TASKRUN refuses it), and one flag per ring only where a group
   /// is refused (older kernels). Only EINVAL says a flag is missing; any
   /// other refusal (ENOMEM: the limit is used up) says nothing about the
-  /// flag, which is then presumed present and no more trial rings are
-  /// made. `ring` falls back without the flags it adds by itself if the
-  /// kernel then refuses them.
-  static std::uint32_t probe_setup_flags() noexcept {
+  /// flag, which is then presumed present, no more trial rings are made,
+  /// and `sure` is cleared (the result is not kept). `ring` falls back
+  /// without the flags it adds by itself if the kernel then refuses them.
+  static std::uint32_t probe_setup_flags(bool& sure) noexcept {
     std::uint32_t all = 0;
     for (const auto& info : known_setup_flags)
       all |= info.flag;
@@ -204,13 +320,15 @@ private:
       for (const auto& info : known_setup_flags)
         if ((group & info.flag) != 0 && (!can_trial || trial(info.flag, can_trial))) found |= info.flag;
     }
+    sure = can_trial;
     return found;
   }
 
   /// Whether the kernel has `flags`: a ring with them can be created.
   static bool trial(std::uint32_t flags, bool& can_trial) noexcept {
     int fd = -1;
-    const int error = try_setup(flags, fd);
+    int error = injected_flag_trial_error();
+    if (error == 0) error = try_setup(flags, fd);
     if (error == 0) {
       ::close(fd);
       return true;
@@ -224,6 +342,7 @@ private:
   std::uint32_t setup_flags_ = 0;
   int setup_errno_ = 0;
   bool sync_msg_ring_ = false;
+  bool sure_ = true;  // false: a passing failure left part unknown
 };
 
 }  // namespace i2o2::detail
