@@ -463,6 +463,17 @@ struct holding_guard {
   }
 };
 
+/// The first `len` bytes of registered-file slot `slot`, read through
+/// `handle`, or the failed read's result.
+std::string read_fixed_slot(i2o2_test::any_handle& handle, unsigned slot, std::uint32_t len) {
+  std::array<char, 16> bytes{};
+  const int got = handle
+                      .submit(i2o2::op::read{
+                          .file = i2o2::fixed_file(slot), .buf = bytes.data(), .len = len, .offset = 0})
+                      .wait();
+  return got == static_cast<int>(len) ? std::string(bytes.data(), len) : "result " + std::to_string(got);
+}
+
 /// Holds the scheduler thread (a nop whose guard blocks) until the returned
 /// function is called.
 std::function<void()> hold_scheduler(i2o2_test::any_handle& handle) {
@@ -616,14 +627,7 @@ TEST_CASE("a direct descriptor opened into a slot register_file gave out keeps i
   i2o2_test::temp_file third;
   REQUIRE(::pwrite(direct.fd(), "direct", 6, 0) == 6);
   REQUIRE(::pwrite(third.fd(), "third!", 6, 0) == 6);
-  const auto read_slot = [&](unsigned slot) {
-    std::array<char, 8> bytes{};
-    const int got = handle
-                        .submit(i2o2::op::read{
-                            .file = i2o2::fixed_file(slot), .buf = bytes.data(), .len = 6, .offset = 0})
-                        .wait();
-    return got == 6 ? std::string(bytes.data(), 6) : "result " + std::to_string(got);
-  };
+  const auto read_slot = [&](unsigned slot) { return read_fixed_slot(handle, slot, 6); };
 
   auto record = std::make_shared<guard_record>();
   const int slot = handle.register_file(first.fd(), counted(record)).wait();
@@ -683,14 +687,7 @@ TEST_CASE("register_file does not hand out a slot an openat in flight names for 
   CHECK(open.wait() == 0);
   REQUIRE(::write(writer, "fifo!", 5) == 5);
   ::close(writer);
-  const auto read_slot = [&](unsigned slot) {
-    std::array<char, 8> bytes{};
-    const int got = handle
-                        .submit(i2o2::op::read{
-                            .file = i2o2::fixed_file(slot), .buf = bytes.data(), .len = 5, .offset = 0})
-                        .wait();
-    return got == 5 ? std::string(bytes.data(), 5) : "result " + std::to_string(got);
-  };
+  const auto read_slot = [&](unsigned slot) { return read_fixed_slot(handle, slot, 5); };
   CHECK(read_slot(0) == "fifo!");
   if (registered >= 0) CHECK(read_slot(static_cast<unsigned>(registered)) == "file!");
   CHECK(handle.submit(i2o2::op::close{.file = i2o2::fixed_file(0)}).wait() == 0);
