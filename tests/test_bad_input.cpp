@@ -6,6 +6,8 @@
 #include "any_scheduler.hpp"
 #include "support.hpp"
 
+#include <i2o2/wait/spin.hpp>
+
 #include <algorithm>
 #include <array>
 #include <memory>
@@ -13,6 +15,9 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+
+#include <sys/resource.h>
+#include <unistd.h>
 #include <vector>
 
 namespace {
@@ -436,8 +441,10 @@ TEST_CASE("nonsense configs throw std::invalid_argument naming the field", "[bad
   CHECK_THAT(invalid_config_message(policy, {.shutdown_deadline = -1ms}),
              Catch::Contains("shutdown_deadline"));
   // SQPOLL settings the kernel would take wrongly (a negative idle as 49
-  // days of polling) or refuse with a bare EINVAL.
+  // days of polling, 0 as a second) or refuse with a bare EINVAL.
   CHECK_THAT(invalid_config_message(policy, {.sqpoll = true, .sqpoll_idle = -1ms}),
+             Catch::Contains("sqpoll_idle"));
+  CHECK_THAT(invalid_config_message(policy, {.sqpoll = true, .sqpoll_idle = 0ms}),
              Catch::Contains("sqpoll_idle"));
   CHECK_THAT(
       invalid_config_message(policy, {.sqpoll = true, .sqpoll_idle = std::chrono::milliseconds(1LL << 32)}),
@@ -527,4 +534,30 @@ TEST_CASE("submit_many with more ops than the queue holds throws batch_too_large
   auto replies = handle.submit_many(fits);
   REQUIRE(replies.size() == 2);
   for (auto& reply : replies) CHECK(reply.wait() == 0);
+}
+
+TEST_CASE("a ring refused for want of descriptors says so, not that the flags were wrong", "[bad_input]") {
+  using spin_scheduler =
+      i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::spin, i2o2::reply::future, i2o2::any_guard>;
+  { spin_scheduler probed_first({.ring_depth = 8}); }  // the kernel's features are known before the limit
+
+  rlimit saved{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  const int lowest_free = ::open("/dev/null", O_RDONLY);  // descriptors are handed out lowest first
+  REQUIRE(lowest_free >= 0);
+  ::close(lowest_free);
+  rlimit tight = saved;
+  tight.rlim_cur = static_cast<rlim_t>(lowest_free);  // no descriptor left to open
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &tight) == 0);
+  std::optional<std::system_error> refused;
+  try {
+    spin_scheduler scheduler({.ring_depth = 8});
+  } catch (const std::system_error& error) {
+    refused = error;
+  }
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+
+  REQUIRE(refused.has_value());
+  CHECK(refused->code() == std::errc::too_many_files_open);
+  CHECK_THAT(refused->what(), !Catch::Contains("setup flags"));
 }

@@ -26,12 +26,10 @@ struct clear_faults {
   }
 };
 
-/// Ends a case that re-probes the kernel: a sure result is kept again, and
-/// unsure ones are used for the usual while.
+/// Ends a case that re-probes the kernel: a sure result is kept again.
 struct probe_afresh {
   ~probe_afresh() {
     fault_injection::get().clear();
-    kernel_features::retry_unsure_after(kernel_features::unsure_retry);
     kernel_features::probe_again();
     (void)kernel_features::get();
   }
@@ -104,8 +102,7 @@ TEST_CASE("a feature probe refused IORING_REGISTER_PROBE lets every op through f
   i2o2_test::watchdog dog("probe refused");
   probe_afresh cleanup;
   const i2o2::op::raw unknown{i2o2::prepared_op::with_opcode(250)};  // an opcode no kernel has
-  // ENOMEM once, as a kernel short of memory (or EPERM from a seccomp rule).
-  kernel_features::retry_unsure_after(std::chrono::hours(1));
+  // ENOMEM, as a kernel short of memory (or EPERM from a seccomp rule).
   kernel_features::probe_again();
   fault_injection::get().fail_opcode_probe(ENOMEM);
   const kernel_features& unsure = kernel_features::get();
@@ -115,13 +112,15 @@ TEST_CASE("a feature probe refused IORING_REGISTER_PROBE lets every op through f
   CHECK(unsure.has_opcode(250));              // unknown: the kernel will say
   CHECK(&kernel_features::get() == &unsure);  // used, not probed per call
   {
+    // Its ring probes again, refused again.
+    fault_injection::get().fail_opcode_probe(ENOMEM);
     auto scheduler = i2o2_test::spawn_policy(policy, {.ring_depth = 8});
     auto& handle = scheduler->handle();
+    CHECK(&kernel_features::get() == &unsure);
     CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);  // was errc::unsupported_op
     CHECK(handle.submit(unknown).wait() == -EINVAL);    // the kernel's answer
   }
-  // Due again: the next scheduler's creation probes, which works now.
-  kernel_features::retry_unsure_after(std::chrono::nanoseconds(0));
+  // The next scheduler's creation probes again, which works now.
   auto scheduler = i2o2_test::spawn_policy(policy, {.ring_depth = 8});
   auto& handle = scheduler->handle();
   const kernel_features& probed = kernel_features::get();
@@ -141,19 +140,16 @@ TEST_CASE("a setup-flag trial refused for a passing reason is not kept: the flag
   const kernel_features& clean = kernel_features::get();
   REQUIRE(clean.sure());
   // ENOMEM once, as when the locked memory limit is used up for a moment.
-  kernel_features::retry_unsure_after(std::chrono::hours(1));
   kernel_features::probe_again();
   fault_injection::get().fail_flag_trial(ENOMEM);
   const kernel_features& unsure = kernel_features::get();
   REQUIRE(unsure.available());
   CHECK_FALSE(unsure.sure());
   CHECK((flags_of(unsure) & flags_of(clean)) == flags_of(clean));  // untried: presumed present
-  CHECK(&kernel_features::get() == &unsure);
-  {
-    auto [owner, handle] = i2o2::spawn({.ring_depth = 8});
-    CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
-  }
-  kernel_features::retry_unsure_after(std::chrono::nanoseconds(0));
+  CHECK(&kernel_features::get() == &unsure);                       // used, not probed per call
+  // The next scheduler's creation probes again, which works now.
+  auto [owner, handle] = i2o2::spawn({.ring_depth = 8});
+  CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
   const kernel_features& again = kernel_features::get();
   CHECK(&again != &unsure);
   CHECK(again.sure());

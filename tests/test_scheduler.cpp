@@ -125,6 +125,26 @@ TEST_CASE("an idle-spinning scheduler posts a completion that arrives during its
   CHECK(byte == 'z');
 }
 
+TEST_CASE("an idle spin too long to count never ends, and the scheduler still stops", "[scheduler]") {
+  // microseconds::max() is "never park": counted in nanoseconds it would
+  // overflow (UBSan: signed overflow) and wrap to a spin already over.
+  using clock = std::chrono::steady_clock;
+  const auto now = clock::now();
+  CHECK(i2o2::detail::idle_spin_end({.idle_spin = std::chrono::microseconds::max()}, now) ==
+        clock::time_point::max());
+  CHECK(i2o2::detail::idle_spin_end({.idle_spin = std::chrono::hours(24 * 365 * 300)}, now) ==
+        clock::time_point::max());
+  CHECK(i2o2::detail::idle_spin_end({.idle_spin = std::chrono::microseconds(10)}, now) ==
+        now + std::chrono::microseconds(10));
+
+  i2o2_test::watchdog dog("endless idle spin");
+  auto [owner, handle] = i2o2::spawn({.ring_depth = 8, .idle_spin = std::chrono::microseconds::max()});
+  for (int i = 0; i < 3; ++i)
+    CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
+  owner.stop();  // the spin sees the stop
+  CHECK(handle.closed());
+}
+
 TEST_CASE("signals interrupting io_uring_enter (-EINTR) lose no op", "[scheduler]") {
   const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
   CAPTURE(policy);

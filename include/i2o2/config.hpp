@@ -22,7 +22,8 @@ struct config {
   bool iopoll = false;
   /// IORING_SETUP_SQPOLL: a kernel thread polls the SQ.
   bool sqpoll = false;
-  /// Idle time before the SQPOLL thread sleeps.
+  /// Idle time before the SQPOLL thread sleeps: 1 ms to 2^32 - 1 ms (the
+  /// kernel takes 0 for its default of a second).
   std::chrono::milliseconds sqpoll_idle{1000};
   /// IORING_SETUP_SQE128: 128-byte SQEs, needed by `op::uring_cmd`.
   bool sqe128 = false;
@@ -56,7 +57,8 @@ struct config {
 
   /// How long an idle scheduler polls its queue before parking. Catching a
   /// submit that arrives within it spares the client a wake syscall and
-  /// the scheduler a wake-up; zero parks at once (no CPU burnt when idle).
+  /// the scheduler a wake-up; zero parks at once (no CPU burnt when idle),
+  /// microseconds::max() never parks.
   std::chrono::microseconds idle_spin{10};
 
   /// Pin the scheduler thread to this CPU (`spawn` only).
@@ -79,6 +81,15 @@ inline std::optional<std::chrono::nanoseconds> shutdown_deadline_of(const config
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::nanoseconds::max());
   if (*cfg.shutdown_deadline >= longest) return std::chrono::nanoseconds::max();
   return std::chrono::nanoseconds(*cfg.shutdown_deadline);
+}
+
+/// When an idle spin begun at `started` ends (config::idle_spin),
+/// saturated: a spin too long to count in nanoseconds never ends.
+inline std::chrono::steady_clock::time_point
+idle_spin_end(const config& cfg, std::chrono::steady_clock::time_point started) noexcept {
+  using clock = std::chrono::steady_clock;
+  const auto room = std::chrono::duration_cast<std::chrono::microseconds>(clock::time_point::max() - started);
+  return cfg.idle_spin >= room ? clock::time_point::max() : started + cfg.idle_spin;
 }
 }  // namespace detail
 

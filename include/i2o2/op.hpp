@@ -149,6 +149,20 @@ inline void fill_rw(prepared_op& image, std::uint8_t opcode, file_ref file, std:
   apply_options(image, options);
 }
 
+/// An fadvise/madvise length as the SQE carries it: in the 32-bit `len`
+/// every kernel reads when it fits, else in the 64-bit field Linux 6.11
+/// added (read first, when not 0).
+struct advice_length {
+  std::uint32_t narrow = 0;
+  std::uint64_t wide = 0;
+  explicit advice_length(std::uint64_t len) noexcept {
+    if (len <= UINT32_MAX)
+      narrow = static_cast<std::uint32_t>(len);
+    else
+      wide = len;
+  }
+};
+
 template <class T>
 std::uint64_t address_of(T* pointer) noexcept {
   return reinterpret_cast<std::uintptr_t>(pointer);

@@ -155,27 +155,34 @@ struct ftruncate {
   }
 };
 
-/// posix_fadvise(2): `advice` as POSIX_FADV_*.
+/// posix_fadvise(2): `advice` as POSIX_FADV_*; `len` 0: to the end of the
+/// file. A `len` of 4 GiB or more needs Linux 6.11 (-EINVAL before).
 struct fadvise {
   file_ref file{};
   std::uint64_t offset = 0;
-  std::uint32_t len = 0;
+  std::uint64_t len = 0;
   int advice = 0;
   op_options options{};
   void prepare(prepared_op& image) const noexcept {
-    detail::fill_rw(image, IORING_OP_FADVISE, file, 0, len, offset, options);
+    const detail::advice_length length(len);
+    // The 64-bit length goes in `addr`, where kernels before 6.11 want 0.
+    detail::fill_rw(image, IORING_OP_FADVISE, file, length.wide, length.narrow, offset, options);
     image.sqe().fadvise_advice = static_cast<std::uint32_t>(advice);
   }
 };
 
-/// madvise(2) on `[addr, addr + len)`: `advice` as MADV_*.
+/// madvise(2) on `[addr, addr + len)`: `advice` as MADV_*. A `len` of 4 GiB
+/// or more needs Linux 6.11 (-EINVAL before).
 struct madvise {
   void* addr = nullptr;
-  std::uint32_t len = 0;
+  std::uint64_t len = 0;
   int advice = 0;
   op_options options{};
   void prepare(prepared_op& image) const noexcept {
-    detail::fill_rw(image, IORING_OP_MADVISE, file_ref(-1), detail::address_of(addr), len, 0, options);
+    const detail::advice_length length(len);
+    // The 64-bit length goes in `off`, where kernels before 6.11 want 0.
+    detail::fill_rw(image, IORING_OP_MADVISE, file_ref(-1), detail::address_of(addr), length.narrow,
+                    length.wide, options);
     image.sqe().fadvise_advice = static_cast<std::uint32_t>(advice);
   }
 };

@@ -83,6 +83,8 @@ std::uint32_t io_length(Buffer& buffer) noexcept {
 
 /// pread(2) of `buffer.size()` bytes at `offset` into `buffer`, which comes
 /// back with the result (the byte count, or -errno; short past 2 GiB).
+/// Throws `scheduler_closed` after shutdown, as submit; the buffer, moved
+/// in, goes with it (check `handle.closed()` first to keep it).
 template <class Handle, class Buffer = std::vector<std::byte>>
 owned_reply<typename Handle::reply_type, Buffer>
 read_owned(Handle& handle, file_ref file, std::uint64_t offset, Buffer buffer, op_options options = {}) {
@@ -97,7 +99,7 @@ read_owned(Handle& handle, file_ref file, std::uint64_t offset, Buffer buffer, o
 }
 
 /// pwrite(2) of all of `buffer` at `offset`; the buffer comes back with the
-/// result (the byte count, or -errno).
+/// result (the byte count, or -errno). After shutdown, as read_owned.
 template <class Handle, class Buffer = std::vector<std::byte>>
 owned_reply<typename Handle::reply_type, Buffer>
 write_owned(Handle& handle, file_ref file, std::uint64_t offset, Buffer buffer, op_options options = {}) {

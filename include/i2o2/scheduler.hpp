@@ -57,8 +57,9 @@ inline void validate(const config& cfg) {
   if (cfg.idle_spin.count() < 0) fail("idle_spin must not be negative (0: park at once)");
   if (cfg.shutdown_deadline && cfg.shutdown_deadline->count() < 0)
     fail("shutdown_deadline must not be negative (0: cancel at once; empty: never)");
-  if (cfg.sqpoll && (cfg.sqpoll_idle.count() < 0 || cfg.sqpoll_idle.count() > 0xffffffffLL))
-    fail("sqpoll_idle must be between 0 and 4294967295 ms, got " + std::to_string(cfg.sqpoll_idle.count()));
+  if (cfg.sqpoll && (cfg.sqpoll_idle.count() < 1 || cfg.sqpoll_idle.count() > 0xffffffffLL))
+    fail("sqpoll_idle must be between 1 and 4294967295 ms (the kernel takes 0 for a second), got " +
+         std::to_string(cfg.sqpoll_idle.count()));
   if (cfg.sqpoll && cfg.coop_taskrun)
     fail("sqpoll and coop_taskrun cannot be combined: the kernel refuses COOP_TASKRUN on SQPOLL rings");
 }
@@ -606,7 +607,7 @@ private:
   idle_news spin_for_work() const noexcept {
     if (config_.idle_spin.count() <= 0) return idle_news::none;
     const auto started = std::chrono::steady_clock::now();
-    const auto until = started + config_.idle_spin;
+    const auto until = detail::idle_spin_end(config_, started);
     const auto polite_from = started + selfish_spin;
     for (;;) {
       for (int pause = 0; pause < 16; ++pause) {

@@ -3,7 +3,7 @@
 /// throwaway ring: supported opcodes (IORING_REGISTER_PROBE) and setup flags
 /// (by trial: a tiny ring is created with the flags). Kept for the process
 /// once a probe is sure; a probe that a passing failure left unsure is
-/// probed again later (kernel_features::get).
+/// probed again by the next scheduler (kernel_features::probe_unless_sure).
 ///
 /// Test builds (I2O2_TESTING) can pretend the kernel lacks features, so the
 /// fallbacks and errors of older kernels are exercised on a new one, and
@@ -15,11 +15,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <bitset>
 #include <cerrno>
-#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <list>
@@ -84,30 +84,42 @@ inline const char* opcode_since(std::uint8_t opcode) noexcept {
 
 class kernel_features {
 public:
-  /// The running kernel's features, probed on first use and kept once a
-  /// probe is sure. Any thread; the result stays valid for the process.
+  /// The latest probe's result, probed on first use. Any thread; a result
+  /// stays valid for the process. Once probed, one atomic load: this is
+  /// the check made for every submitted op.
+  static const kernel_features& get() {
+    // Acquire: pairs with the release that published the result.
+    if (const kernel_features* latest = latest_result().load(std::memory_order_acquire)) return *latest;
+    return probe_unless_sure();
+  }
+
+  /// Probes again unless the latest result is sure, and returns what it
+  /// found. The ring calls it as each scheduler is created.
   ///
   /// A probe that failed for a passing reason (ENOMEM: the locked memory
   /// limit used up for now; EMFILE; IORING_REGISTER_PROBE or a setup-flag
-  /// trial refused by ENOMEM, EFAULT or a seccomp rule) is not kept for good:
-  /// - one that could not create a ring at all is probed again by the next
-  ///   call, the next scheduler's creation (no ring exists to submit to);
-  /// - otherwise what it could not learn is presumed present: opcodes it
-  ///   could not list are let through (an op the kernel lacks then fails
-  ///   with the kernel's -EINVAL instead of errc::unsupported_op), flags it
-  ///   could not try are used (`ring` falls back without the ones it adds
-  ///   by itself; one the config asks for fails ring setup with the
-  ///   kernel's errno). That result is used for `unsure_retry`, so the
-  ///   check made per submitted op never probes, and then probed again by
-  ///   the next call: a later scheduler, or a later op, sees the answer.
-  static const kernel_features& get() {
-    // Acquire: pairs with the release that published a sure result.
-    if (const kernel_features* sure = sure_result().load(std::memory_order_acquire)) return *sure;
-    return probe_unless_recent();
+  /// trial refused by ENOMEM, EFAULT or a seccomp rule) is unsure: what it
+  /// could not learn is presumed present. Opcodes it could not list are
+  /// let through (an op the kernel lacks then fails with the kernel's
+  /// -EINVAL instead of errc::unsupported_op); flags it could not try are
+  /// used (`ring` falls back without the ones it adds by itself; one the
+  /// config asks for fails ring setup with the kernel's errno). The next
+  /// scheduler's creation probes again. A probe that could not create a
+  /// ring at all is returned to the ring that asked, and not published
+  /// over a result that has io_uring: the schedulers that exist go on.
+  static const kernel_features& probe_unless_sure() {
+    probe_results& results = probes();
+    std::lock_guard lock(results.probing);
+    // Relaxed: only written under the lock.
+    const kernel_features* latest = latest_result().load(std::memory_order_relaxed);
+    if (latest != nullptr && latest->sure_) return *latest;
+    const kernel_features probed = probe();
+    auto kept = std::find_if(results.kept.begin(), results.kept.end(),
+                             [&](const kernel_features& result) { return result == probed; });
+    if (kept == results.kept.end()) kept = results.kept.insert(results.kept.end(), probed);
+    if (latest == nullptr || kept->available()) latest_result().store(&*kept, std::memory_order_release);
+    return *kept;
   }
-
-  /// How long get() uses an unsure result before it probes again.
-  static constexpr std::chrono::seconds unsure_retry{1};
 
   /// Whether this result is kept for the process: no passing failure left
   /// any of it unknown.
@@ -138,88 +150,31 @@ public:
   }
   static void stop_pretending() { pretend_missing(0); }
 
-  /// Test builds only: forget every result, so that the next get() probes
-  /// as in a new process. Results handed out before stay valid.
+  /// Test builds only: forget the latest result, so that the next get()
+  /// probes as in a new process. Results handed out before stay valid.
   static void probe_again() {
-    std::lock_guard lock(unsure().probing);
-    sure_result().store(nullptr);
-    unsure().latest.store(nullptr);
-  }
-  /// Test builds only: how long get() uses an unsure result before it
-  /// probes again (`unsure_retry` otherwise).
-  static void retry_unsure_after(std::chrono::nanoseconds interval) {
-    unsure().retry_ns.store(interval.count());
+    std::lock_guard lock(probes().probing);
+    latest_result().store(nullptr);
   }
 #endif
 
 private:
-  /// The result kept for the process, once a probe is sure. Constant-
-  /// initialised: reading it costs get() no guard.
-  static std::atomic<const kernel_features*>& sure_result() noexcept {
-    static std::atomic<const kernel_features*> sure{nullptr};
-    return sure;
+  /// The result get() answers with. Constant-initialised: reading it costs
+  /// get() no guard.
+  static std::atomic<const kernel_features*>& latest_result() noexcept {
+    static std::atomic<const kernel_features*> latest{nullptr};
+    return latest;
   }
 
-  /// What get() keeps until a probe is sure.
-  struct unsure_results {
+  struct probe_results {
     std::mutex probing;
-    // Every result handed out (stable addresses: callers hold references),
-    // the same one kept once however often a probe finds it.
-    std::list<kernel_features> probes;
-    // The latest unsure result that has io_uring, used for `retry_ns`
-    // after `probed_at` (steady_clock, in ns). The times are relaxed: a
-    // stale one only moves a retry a little.
-    std::atomic<const kernel_features*> latest{nullptr};
-    std::atomic<std::int64_t> probed_at{0};
-    std::atomic<std::int64_t> retry_ns{std::chrono::nanoseconds(unsure_retry).count()};
-
-    bool recent() const noexcept {
-      return now_ns() - probed_at.load(std::memory_order_relaxed) < retry_ns.load(std::memory_order_relaxed);
-    }
+    // Every distinct result handed out, at a stable address (callers hold
+    // references): a few at most, however often a probe runs.
+    std::list<kernel_features> kept;
   };
-  static unsure_results& unsure() {
-    static unsure_results results;
+  static probe_results& probes() {
+    static probe_results results;
     return results;
-  }
-  static std::int64_t now_ns() noexcept {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
-
-  /// get() before a probe was sure: the latest unsure result unless it is
-  /// due for another probe, made by one thread while others keep using it.
-  static const kernel_features& probe_unless_recent() {
-    unsure_results& state = unsure();
-    const kernel_features* latest = state.latest.load(std::memory_order_acquire);
-    if (latest != nullptr && state.recent()) return *latest;
-    std::unique_lock lock(state.probing, std::defer_lock);
-    if (latest == nullptr)
-      lock.lock();
-    else if (!lock.try_lock())
-      return *latest;  // another thread is probing
-    // Under the lock, both were last written under it.
-    if (const kernel_features* sure = sure_result().load(std::memory_order_relaxed)) return *sure;
-    latest = state.latest.load(std::memory_order_relaxed);
-    if (latest != nullptr && state.recent()) return *latest;
-
-    const kernel_features probed = probe();
-    const kernel_features& kept = !state.probes.empty() && state.probes.back() == probed
-                                      ? state.probes.back()
-                                      : state.probes.emplace_back(probed);
-    const std::int64_t probed_at = now_ns();
-    if (kept.sure_) {
-      sure_result().store(&kept, std::memory_order_release);
-    } else if (kept.available()) {
-      state.probed_at.store(probed_at, std::memory_order_relaxed);
-      state.latest.store(&kept, std::memory_order_release);
-    } else if (latest != nullptr) {
-      // No ring for now (ENOMEM): keep using what the last probe found
-      // rather than refuse every op of the schedulers that exist.
-      state.probed_at.store(probed_at, std::memory_order_relaxed);
-      return *latest;
-    }
-    return kept;
   }
 
   bool operator==(const kernel_features&) const = default;

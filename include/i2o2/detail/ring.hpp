@@ -53,7 +53,8 @@ public:
   /// kernel that has it when a requested flag is missing (unless
   /// `skip_unsupported`), or with the kernel's errno when setup fails.
   explicit ring(const config& cfg) {
-    const kernel_features& kernel = kernel_features::get();
+    // Each new ring probes again what a passing failure left unknown.
+    const kernel_features& kernel = kernel_features::probe_unless_sure();
     if (!kernel.available())
       throw std::system_error(kernel.setup_errno(), std::system_category(),
                               kernel.setup_errno() == ENOMEM
@@ -101,10 +102,12 @@ public:
       result = init(cfg, flags | (automatic & IORING_SETUP_R_DISABLED));
       if (result == -EINVAL) result = init(cfg, flags);
     }
-    if (result < 0)
+    if (result == -EINVAL)
       throw std::system_error(-result, std::system_category(),
                               "i2o2: io_uring_queue_init failed for the setup flags " +
                                   describe_flags(flags) + " (the kernel may refuse this combination)");
+    if (result < 0)  // ENOMEM (locked memory), EMFILE, ...: not the flags' fault
+      throw std::system_error(-result, std::system_category(), "i2o2: io_uring_queue_init failed");
   }
 
   ring(const ring&) = delete;
