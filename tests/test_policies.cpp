@@ -307,6 +307,25 @@ void destroy_suspended_then_complete(ReplyArgs... reply_args) {
   CHECK(guard->destroyed == 1);
 }
 
+/// What an Asio completion handler saw: how often it ran, with what.
+struct asio_completions {
+  int calls = 0;
+  int seen = std::numeric_limits<int>::min();  // no result yet
+};
+
+/// async_submit of `op` with a handler that runs on `io`, listens to
+/// `signal`'s slot and records into `into`.
+template <class Op>
+void submit_listening(i2o2::asio_scheduler::handle_type& handle, Op op, boost::asio::io_context& io,
+                      boost::asio::cancellation_signal& signal, asio_completions& into) {
+  namespace asio = boost::asio;
+  i2o2::async_submit(handle, std::move(op),
+                     asio::bind_cancellation_slot(signal.slot(), asio::bind_executor(io, [&into](int result) {
+                                                    ++into.calls;
+                                                    into.seen = result;
+                                                  })));
+}
+
 } // namespace
 
 TEST_CASE("wait::futex needs Linux 6.7 and says so on older kernels", "[policies]") {
@@ -606,20 +625,15 @@ TEST_CASE("async_submit: a cancellation signal cancels a parked read; it complet
     INFO("cancellation type " << static_cast<unsigned>(type));
     asio::cancellation_signal signal;
     char buffer[1] = {};
-    int calls = 0;
-    int seen = 0;
+    asio_completions read;
     // The pipe is never fed before the emit: the read only ends if cancelled.
-    i2o2::async_submit(handle, i2o2_test::pipe_read(pipe, buffer, 1),
-                       asio::bind_cancellation_slot(signal.slot(), asio::bind_executor(io, [&](int result) {
-                                                      ++calls;
-                                                      seen = result;
-                                                    })));
+    submit_listening(handle, i2o2_test::pipe_read(pipe, buffer, 1), io, signal, read);
     CHECK(signal.slot().has_handler());  // the op listens while in flight
     signal.emit(type);
     io.restart();
     io.run();  // the op is work: run() returns once its handler ran, or never
-    CHECK(calls == 1);
-    CHECK(seen == -ECANCELED);
+    CHECK(read.calls == 1);
+    CHECK(read.seen == -ECANCELED);
     CHECK_FALSE(signal.slot().has_handler());  // emptied before the handler ran
     pipe.feed("x", 1);
     CHECK(i2o2_test::bytes_left_in(pipe) == 1);  // the cancelled read took nothing
@@ -669,13 +683,8 @@ TEST_CASE("async_submit: a cancellation signal after the op completed changes no
   asio::io_context io;
   asio::cancellation_signal signal;
 
-  int calls = 0;
-  int seen = 1;
-  i2o2::async_submit(handle, i2o2::op::nop{},
-                     asio::bind_cancellation_slot(signal.slot(), asio::bind_executor(io, [&](int result) {
-                                                    ++calls;
-                                                    seen = result;
-                                                  })));
+  asio_completions nop;
+  submit_listening(handle, i2o2::op::nop{}, io, signal, nop);
   CHECK(signal.slot().has_handler());  // listening until the handler runs
   // A nop sent after it completes after it: once its callback ran, the
   // first nop is done and its handler posted, but io has not run it yet.
@@ -684,13 +693,13 @@ TEST_CASE("async_submit: a cancellation signal after the op completed changes no
   REQUIRE(i2o2_test::eventually([&] { return later_done.load(); }));
   signal.emit(asio::cancellation_type::terminal);  // its cancel finds nothing
   io.run();
-  CHECK(calls == 1);
-  CHECK(seen == 0);  // the nop's own result
+  CHECK(nop.calls == 1);
+  CHECK(nop.seen == 0);  // the nop's own result
   CHECK_FALSE(signal.slot().has_handler());
   signal.emit(asio::cancellation_type::terminal);  // nothing listens any more
   io.restart();
   io.run();
-  CHECK(calls == 1);
+  CHECK(nop.calls == 1);
 }
 
 TEST_CASE("async_submit: a cancellation signal while the scheduler shuts down throws nothing; the op ends by "
@@ -707,20 +716,15 @@ TEST_CASE("async_submit: a cancellation signal while the scheduler shuts down th
   asio::cancellation_signal signal;
 
   char buffer[1] = {};
-  int calls = 0;
-  int seen = 0;
-  i2o2::async_submit(handle, i2o2_test::pipe_read(pipe, buffer, 1),
-                     asio::bind_cancellation_slot(signal.slot(), asio::bind_executor(io, [&](int result) {
-                                                    ++calls;
-                                                    seen = result;
-                                                  })));
+  asio_completions read;
+  submit_listening(handle, i2o2_test::pipe_read(pipe, buffer, 1), io, signal, read);
   owner.scheduler().request_stop(std::nullopt);  // closed, waiting for the read without a deadline
   REQUIRE(handle.closed());
   CHECK_NOTHROW(signal.emit(asio::cancellation_type::terminal));  // its cancel is refused
   pipe.feed("x", 1);
   io.run();
-  CHECK(calls == 1);
-  CHECK(seen == 1);  // the read's own result
+  CHECK(read.calls == 1);
+  CHECK(read.seen == 1);  // the read's own result
   CHECK(buffer[0] == 'x');
 }
 
