@@ -291,3 +291,28 @@ TEST_CASE("a msg_ring wake-up that fails for a moment is posted again: no wake-u
   }
   CHECK(fault_injection::get().injected_msg_rings() - before > 0);
 }
+
+TEST_CASE("kernel_supports answers as submit does, and kernel_needed_for names the release", "[faults][probe]") {
+  i2o2_test::watchdog dog("kernel_supports");
+  clear_faults cleanup;
+  i2o2_test::temp_file file;
+  const i2o2::op::ftruncate truncate{.file = file.fd(), .length = 10};
+  CHECK(i2o2::kernel_supports(i2o2::op::nop{}));
+  CHECK(std::string(i2o2::kernel_needed_for(truncate)) == "Linux 6.9");
+  CHECK(std::string(i2o2::kernel_needed_for(i2o2::op::read{})) == "Linux 5.6");
+  CHECK(std::string(i2o2::kernel_needed_for(i2o2::op::raw{i2o2::prepared_op::with_opcode(250)})) ==
+        "a newer kernel");
+
+  auto [owner, handle] = i2o2::spawn({.ring_depth = 8});
+  if (!i2o2::kernel_supports(truncate)) {
+    WARN("SKIP: this kernel has no IORING_OP_FTRUNCATE (Linux 6.9)");
+    return;
+  }
+  CHECK(handle.submit(truncate).wait() == 0);
+  // A kernel before 6.9: the caller learns it before sending, as submit
+  // would have answered.
+  kernel_features::pretend_missing(0, {i2o2::compat::op_ftruncate});
+  CHECK_FALSE(i2o2::kernel_supports(truncate));
+  CHECK(handle.submit(truncate).wait() == i2o2::result_of(i2o2::errc::unsupported_op));
+  CHECK(i2o2::kernel_supports(i2o2::op::nop{}));
+}

@@ -6,6 +6,7 @@
 #include "errors.hpp"
 #include "guard.hpp"
 #include "handle.hpp"
+#include "kernel.hpp"
 #include "op.hpp"
 #include "ops.hpp"
 #include "owned.hpp"

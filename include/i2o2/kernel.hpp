@@ -1,0 +1,24 @@
+#pragma once
+/// What the running kernel can do for an op, asked before sending it: an
+/// op whose opcode the kernel lacks resolves `errc::unsupported_op`, so a
+/// caller with a fallback (ftruncate before Linux 6.9, say) picks it here.
+
+#include "detail/kernel_features.hpp"
+#include "op.hpp"
+
+namespace i2o2 {
+
+/// Whether the running kernel has `op`'s opcode (probed once per process;
+/// an unsure probe lets every opcode through, as the scheduler does).
+template <operation Op>
+bool kernel_supports(const Op& op) {
+  return detail::kernel_features::get().has_opcode(prepared_op(op).sqe().opcode);
+}
+
+/// The first Linux release with `op`'s opcode ("Linux 6.9"), for messages.
+template <operation Op>
+const char* kernel_needed_for(const Op& op) noexcept {
+  return detail::opcode_since(prepared_op(op).sqe().opcode);
+}
+
+}  // namespace i2o2
