@@ -292,7 +292,8 @@ TEST_CASE("a msg_ring wake-up that fails for a moment is posted again: no wake-u
   CHECK(fault_injection::get().injected_msg_rings() - before > 0);
 }
 
-TEST_CASE("kernel_supports answers as submit does, and kernel_needed_for names the release", "[faults][probe]") {
+TEST_CASE("kernel_supports answers as submit does, and kernel_needed_for names the release",
+          "[faults][probe]") {
   i2o2_test::watchdog dog("kernel_supports");
   clear_faults cleanup;
   i2o2_test::temp_file file;

@@ -48,30 +48,29 @@ rep_result seqwrite(const plan& p, unsigned block) {
   const std::uint64_t count = p.write_size / block;
   const run_length length{std::nullopt, count + 16, 1};
   const auto result = run_clients(1, length, [&](unsigned) {
-    return
-        [&, buffer = std::make_unique<aligned_buffer>(block)](const std::atomic<bool>&, client_meter& meter) {
-          for (std::uint64_t i = 0; i < count; ++i) {
-            const auto started = meter.start();
-            const auto offset = static_cast<off_t>(i * block);
-            expect_result(result_of(::pwrite(file.get(), buffer->data(), block, offset)),
-                          static_cast<int>(block), impl);
-            meter.finish(started);
-          }
-        };
+    return [&, source = make_write_source(block)](const std::atomic<bool>&, client_meter& meter) {
+      for (std::uint64_t i = 0; i < count; ++i) {
+        const auto started = meter.start();
+        const auto offset = static_cast<off_t>(i * block);
+        expect_result(result_of(::pwrite(file.get(), source->data(), block, offset)), static_cast<int>(block),
+                      impl);
+        meter.finish(started);
+      }
+    };
   });
   ::fdatasync(file.get());  // untimed: the next repetition starts from clean pages
   return with_bytes(result, block);
 }
 
-rep_result append(const plan& p, std::chrono::milliseconds duration) {
-  reset_append_file(p.append_file);
+rep_result append(const plan& p, std::chrono::milliseconds duration, std::uint64_t chains) {
   const file_descriptor file(p.append_file, O_WRONLY);
   const run_length length{duration, samples_for(1e5, duration, 1, 1), 1};
   const auto result = run_clients(1, length, [&](unsigned) {
     return [&, buffer = std::make_unique<aligned_buffer>(append_block)](const std::atomic<bool>& stop,
                                                                         client_meter& meter) {
-      for (off_t offset = 0; !stop.load(std::memory_order_relaxed); offset += append_block) {
+      for (std::uint64_t chain = 0; chain < chains && !stop.load(std::memory_order_relaxed); ++chain) {
         const auto started = meter.start();
+        const auto offset = static_cast<off_t>(chain * append_block);
         expect_result(result_of(::pwrite(file.get(), buffer->data(), append_block, offset)), append_block,
                       impl);
         expect_result(::fdatasync(file.get()) == 0 ? 0 : -errno, 0, impl);
@@ -91,8 +90,10 @@ void add_blocking_cases(std::vector<bench_case>& cases, const plan& p) {
   for (const unsigned block : write_blocks)
     cases.push_back({"seqwrite", impl, 1, 1, block, [&p, block](auto) { return seqwrite(p, block); },
                      p.io_duration, false});
-  cases.push_back({"append", impl, 1, 1, append_block, [&p](auto duration) { return append(p, duration); },
-                   p.io_duration});
+  cases.push_back(
+      {"append", impl, 1, 1, append_block,
+       append_run(p, [&p](auto duration, std::uint64_t chains) { return append(p, duration, chains); }),
+       p.io_duration});
 }
 
 }  // namespace bench

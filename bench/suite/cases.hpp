@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -34,8 +35,24 @@ inline constexpr read_config read_configs[] = {{1, 1}, {1, 32}, {1, 128}, {4, 32
 inline constexpr unsigned write_blocks[] = {4096, 64 * 1024, 1024 * 1024};
 inline constexpr unsigned write_qd = 16;
 
-/// append: 4 KiB write + fdatasync chains, one at a time.
+/// seqwrite's source: one block of pseudo-random bytes per client, which
+/// every write of that client reads (writes in flight share it: they only
+/// read it). Every implementation writes from this same layout, so none
+/// copies from a larger (DRAM) or smaller (cache-resident) source.
+inline std::unique_ptr<aligned_buffer> make_write_source(unsigned block) {
+  auto source = std::make_unique<aligned_buffer>(block);
+  source->fill_pseudo_random(block);
+  return source;
+}
+
+/// append: 4 KiB write + fdatasync chains, one at a time, into a file whose
+/// room is preallocated before each repetition (append_run).
 inline constexpr unsigned append_block = 4096;
+/// The room preallocated for one append repetition, before a rate is known
+/// (the warm-up) and at least; at most the ceiling (a repetition that
+/// fills it ends early).
+inline constexpr std::uint64_t append_room_floor = std::uint64_t{64} << 20;
+inline constexpr std::uint64_t append_room_ceiling = std::uint64_t{8} << 30;
 
 /// The workloads, in report order.
 inline const std::vector<std::string>& workload_names() {
@@ -71,15 +88,23 @@ struct plan {
 
 // ---- cases -------------------------------------------------------------------
 
-/// The row name of i2o2::default_scheduler: its policies, like every other
-/// i2o2 row (i2o2_policies.hpp checks that they are the default's). --impls
-/// also takes "default" for it.
-inline constexpr const char* default_impl = "i2o2/mpsc_ring+eventfd+future";
+/// The policies of i2o2::default_scheduler (i2o2_policies.hpp checks them).
+inline constexpr const char* default_policies = "mpsc_ring+eventfd+future";
+/// The row name (and JSON impl) of i2o2::default_scheduler; every other
+/// i2o2 row is "i2o2/<policies>". --impls takes "default" or its policies
+/// for it too.
+inline constexpr const char* default_impl = "i2o2/default";
+
+/// How tables and plots name a row: the default's with its policies, so
+/// that the policy rows beside it read as one policy changed.
+inline std::string display_name(const std::string& impl) {
+  return impl == default_impl ? impl + " (" + default_policies + ")" : impl;
+}
 
 /// One row of a table: an implementation under one workload configuration.
 struct bench_case {
   std::string workload;
-  std::string impl;  // "i2o2/<policies>", raw_liburing, thread_pool, blocking, fio
+  std::string impl;  // "i2o2/default", "i2o2/<policies>", raw_liburing, thread_pool, blocking, fio
   unsigned clients = 1;
   unsigned qd = 1;                  // ops in flight per client
   std::optional<unsigned> block{};  // bytes per op, for IO workloads
@@ -90,6 +115,7 @@ struct bench_case {
   bool warm_up = true;  // run once (for a quarter of `duration`) before the repetitions
   std::vector<rep_result> reps{};
   std::string skipped{};
+  std::string failed{};  // what a repetition threw; the case then runs no more
 };
 
 /// Rows of one configuration, grouped in a table: the same block size and
@@ -105,6 +131,19 @@ inline std::string case_label(const bench_case& c) {
   return c.workload + " " + c.impl + " c" + std::to_string(c.clients) + " q" + std::to_string(c.qd) +
          (c.block ? " b" + std::to_string(*c.block) : "");
 }
+
+/// One append repetition of `duration` that writes at most `chains` chains
+/// (what the preallocated room holds), then stops counting.
+using append_body = std::function<rep_result(std::chrono::milliseconds duration, std::uint64_t chains)>;
+
+/// An append case's `run`. Before each repetition (untimed) it empties the
+/// file and preallocates room for the repetition: the fastest rate the case
+/// has shown so far (the warm-up's, at first) for `duration`, twice over,
+/// within append_room_floor..append_room_ceiling. It skips the case when
+/// the file system lacks that room. A repetition that fills the room ends
+/// there, its ops/s counting what it did (rep_result::cut_short), rather
+/// than growing the file.
+std::function<rep_result(std::chrono::milliseconds)> append_run(const plan& p, append_body body);
 
 /// MB/s from ops/s for an IO workload.
 inline rep_result with_bytes(rep_result result, unsigned block) {

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <linux/magic.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/vfs.h>
@@ -18,6 +19,8 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <system_error>
 #include <vector>
 
 namespace bench {
@@ -29,25 +32,35 @@ namespace {
 constexpr std::size_t max_files = 8;
 char registered[max_files][4096];
 volatile std::sig_atomic_t registered_count = 0;
+// The process group of a child that must not outlive the run (fio, which
+// would keep reading the removed randread file); 0: none.
+volatile std::sig_atomic_t child_group = 0;
 
-void remove_registered() noexcept {
+/// Kills the child's group and removes the files: at exit, and from the
+/// signal handler (async-signal-safe: kill and unlink only).
+void clean_up() noexcept {
+  if (child_group > 0) ::kill(-static_cast<pid_t>(child_group), SIGKILL);
   for (std::sig_atomic_t i = 0; i < registered_count; ++i)
     if (registered[i][0] != '\0') ::unlink(registered[i]);
 }
 
 extern "C" void on_signal(int signal) {
-  remove_registered();
+  clean_up();
   std::signal(signal, SIG_DFL);
   std::raise(signal);
 }
 
-void remember(const std::string& path) {
+void install_clean_up() {
   static std::once_flag hooks;
   std::call_once(hooks, [] {
-    std::atexit(remove_registered);
-    std::signal(SIGINT, on_signal);
-    std::signal(SIGTERM, on_signal);
+    std::atexit(clean_up);
+    for (const int signal : {SIGINT, SIGTERM, SIGHUP})
+      std::signal(signal, on_signal);
   });
+}
+
+void remember(const std::string& path) {
+  install_clean_up();
   if (path.size() >= sizeof(registered[0])) fail("data file path too long: " + path);
   // A slot that remove_data_file emptied first (fio's stderr file comes
   // and goes with every fio run), else a new one.
@@ -80,6 +93,17 @@ void sync_or_fail(int fd, const std::string& path) {
   if (::fsync(fd) != 0) fail("fsync " + path + ": " + std::strerror(errno));
 }
 
+/// Why `available` bytes cannot hold `bytes` for `what` with a margin for
+/// the file system's own blocks and whatever else writes there meanwhile
+/// (a tenth more, and at least 256 MiB), or none when they can.
+std::optional<std::string> lacking_space(const std::string& where, std::uint64_t available,
+                                         std::uint64_t bytes, const std::string& what) {
+  const std::uint64_t margin = std::max<std::uint64_t>(bytes / 10, std::uint64_t{256} << 20);
+  if (available >= bytes + margin) return std::nullopt;
+  return where + " has " + std::to_string(available >> 20) + " MiB free; " + what + " needs " +
+         std::to_string(bytes >> 20) + " MiB and a margin of " + std::to_string(margin >> 20) + " MiB";
+}
+
 }  // namespace
 
 void create_data_file(const std::string& path, std::uint64_t size) {
@@ -101,20 +125,22 @@ void create_data_file(const std::string& path, std::uint64_t size) {
 }
 
 file_descriptor::file_descriptor(const std::string& path, int flags)
-    : fd_(::open(path.c_str(), flags, 0644)) {
-  if (fd_ < 0) fail("open " + path + ": " + std::strerror(errno));
+    : fd_(::open(path.c_str(), flags | O_CLOEXEC, 0644)) {
+  if (fd_ < 0) throw std::system_error(errno, std::generic_category(), "open " + path);
 }
 
 file_descriptor::~file_descriptor() { ::close(fd_); }
 
 void check_data_dir(const std::string& dir) {
   struct statfs info {};
-  if (::statfs(dir.c_str(), &info) != 0) fail("--data-dir " + dir + ": " + std::strerror(errno));
+  constexpr int bad_option = 2;  // the exit status of a bad command line
+  if (::statfs(dir.c_str(), &info) != 0) fail("--data-dir " + dir + ": " + std::strerror(errno), bad_option);
   const auto type = static_cast<unsigned long>(info.f_type);
   if (type == TMPFS_MAGIC || type == RAMFS_MAGIC)
     fail("--data-dir " + dir +
-         " is on tmpfs/ramfs: O_DIRECT reads and buffered writes would not touch a disk; "
-         "pick a directory on a disk (the default is the current directory)");
+             " is on tmpfs/ramfs: O_DIRECT reads and buffered writes would not touch a disk; "
+             "pick a directory on a disk (the default is the current directory)",
+         bad_option);
   // Some file systems take the O_DIRECT open and refuse the IO itself:
   // one aligned block written and read back, as randread will.
   const std::string probe = data_path(dir, "probe");
@@ -134,20 +160,16 @@ void check_data_dir(const std::string& dir) {
     ::close(fd);
   }
   remove_data_file(probe);
-  if (error != 0) fail("--data-dir " + dir + " does not take O_DIRECT IO: " + std::strerror(error));
+  if (error != 0)
+    fail("--data-dir " + dir + " does not take O_DIRECT IO: " + std::strerror(error), bad_option);
 }
 
 void check_free_space(const std::string& dir, std::uint64_t bytes, const std::string& what) {
   struct statvfs info {};
   if (::statvfs(dir.c_str(), &info) != 0) fail("--data-dir " + dir + ": " + std::strerror(errno));
   const std::uint64_t available = std::uint64_t{info.f_bavail} * info.f_frsize;
-  // Room for the file system's own blocks and whatever else writes there
-  // meanwhile: a tenth more, and at least 256 MiB.
-  const std::uint64_t margin = std::max<std::uint64_t>(bytes / 10, std::uint64_t{256} << 20);
-  if (available < bytes + margin)
-    fail("--data-dir " + dir + " has " + std::to_string(available >> 20) + " MiB free; " + what + " needs " +
-         std::to_string(bytes >> 20) + " MiB and a margin of " + std::to_string(margin >> 20) +
-         " MiB: free some space, pick another --data-dir, or a smaller --file-size");
+  if (const auto lacking = lacking_space("--data-dir " + dir, available, bytes, what))
+    fail(*lacking + ": free some space, pick another --data-dir, or a smaller --file-size");
 }
 
 std::string data_path(const std::string& dir, const std::string& name) {
@@ -158,13 +180,21 @@ std::string data_path(const std::string& dir, const std::string& name) {
 
 void remove_at_exit(const std::string& path) { remember(path); }
 
-void reset_append_file(const std::string& path) {
+void reset_append_file(const std::string& path, std::uint64_t room) {
+  // Emptied first: the blocks of the last repetition count as free.
   const file_descriptor fd(path, O_WRONLY | O_CREAT | O_TRUNC);
-  // Room for the repetition without growing the allocation op by op; the
-  // size (and so fdatasync's metadata) still grows with every append.
-  constexpr off_t room = 64 << 20;
-  if (::fallocate(fd.get(), FALLOC_FL_KEEP_SIZE, 0, room) != 0 && errno != EOPNOTSUPP)
-    fail("fallocate " + path + ": " + std::strerror(errno));
+  struct statvfs info {};
+  if (::fstatvfs(fd.get(), &info) != 0) fail("statvfs " + path + ": " + std::strerror(errno));
+  const std::uint64_t available = std::uint64_t{info.f_bavail} * info.f_frsize;
+  if (const auto lacking = lacking_space("the append file's file system", available, room,
+                                         "one repetition (at the fastest rate so far, twice over)"))
+    throw skip_case{*lacking + ": free some space, pick another --data-dir, or a shorter --seconds"};
+  // The allocation does not grow op by op; the size (and so fdatasync's
+  // metadata) still grows with every append.
+  if (::fallocate(fd.get(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(room)) != 0) {
+    if (errno == ENOSPC) throw skip_case{"fallocate " + path + ": no room left for one repetition"};
+    if (errno != EOPNOTSUPP) fail("fallocate " + path + ": " + std::strerror(errno));
+  }
   sync_or_fail(fd.get(), path);
 }
 
@@ -173,5 +203,12 @@ void remove_data_file(const std::string& path) {
   for (std::sig_atomic_t i = 0; i < registered_count; ++i)
     if (path == registered[i]) registered[i][0] = '\0';
 }
+
+void kill_group_at_exit(pid_t group) {
+  install_clean_up();
+  child_group = static_cast<std::sig_atomic_t>(group);
+}
+
+void forget_child_group() { child_group = 0; }
 
 }  // namespace bench

@@ -4,6 +4,8 @@
 /// created and prepared before timing, and their removal — also when the
 /// run fails or is interrupted.
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 
@@ -12,7 +14,7 @@ namespace bench {
 /// An open file descriptor, closed on destruction.
 class file_descriptor {
 public:
-  /// Opens `path` with `flags`; fails the run when it cannot.
+  /// Opens `path` with `flags`; throws std::system_error when it cannot.
   file_descriptor(const std::string& path, int flags);
   file_descriptor(const file_descriptor&) = delete;
   file_descriptor& operator=(const file_descriptor&) = delete;
@@ -46,10 +48,17 @@ void remove_at_exit(const std::string& path);
 void create_data_file(const std::string& path, std::uint64_t size);
 
 /// Before an append repetition (untimed): truncates to 0 and preallocates
-/// room beyond the end (FALLOC_FL_KEEP_SIZE), synced.
-void reset_append_file(const std::string& path);
+/// `room` bytes beyond the end (FALLOC_FL_KEEP_SIZE), synced. Throws
+/// skip_case, saying so, when the file system lacks that room.
+void reset_append_file(const std::string& path, std::uint64_t room);
 
 /// Removes `path` now (and forgets it).
 void remove_data_file(const std::string& path);
+
+/// Kills process group `group` (a child run in a group of its own: fio)
+/// if the run ends or is interrupted (SIGINT, SIGTERM, SIGHUP) while it
+/// runs, until forget_child_group.
+void kill_group_at_exit(pid_t group);
+void forget_child_group();
 
 }  // namespace bench

@@ -1,10 +1,14 @@
 // Baseline fio (randread only): fio's own io_uring engine on the same file,
-// `clients` jobs of `qd` each, for the same time; read.iops and the total
-// latency percentiles (lat_ns, not clat_ns) come from its JSON output.
+// `clients` jobs (threads) of `qd` each, for the same time; read.iops and
+// the total latency percentiles (lat_ns, not clat_ns) come from its JSON
+// output. fio runs without a shell, and never outlives the bench.
 
 #include "cases.hpp"
 #include "data_files.hpp"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +20,7 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace bench {
 
@@ -27,30 +32,105 @@ constexpr const char* impl = "fio";
 struct command_output {
   std::string out;
   bool ok = false;  // exited with status 0
-  std::string how;  // "exit status N", "signal N", ...
+  std::string how;  // "exit status N", "killed by signal N", ...
 };
 
-/// Runs `command` through the shell; its stdout, and whether it exited 0.
-command_output capture(const std::string& command) {
+/// How a wait status reads.
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return "exit status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return "wait status " + std::to_string(status);
+}
+
+/// The signals that end the bench (data_files.cpp's handler).
+sigset_t termination_signals() {
+  sigset_t signals;
+  sigemptyset(&signals);
+  for (const int signal : {SIGINT, SIGTERM, SIGHUP})
+    sigaddset(&signals, signal);
+  return signals;
+}
+
+/// In the child, between fork and exec (async-signal-safe calls only): its
+/// own process group, SIGKILL should the bench die, stdin from /dev/null,
+/// stdout into `out_fd`, stderr into `err_path`, then `argv`.
+[[noreturn]] void exec_child(pid_t bench, char* const* argv, int out_fd, const char* err_path,
+                             const sigset_t& bench_mask) {
+  ::setpgid(0, 0);
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() != bench) ::_exit(127);  // the bench died before prctl
+  const int in_fd = ::open("/dev/null", O_RDONLY);
+  const int err_fd = ::open(err_path, O_WRONLY | O_TRUNC);
+  if (in_fd < 0 || err_fd < 0 || ::dup2(in_fd, 0) < 0 || ::dup2(out_fd, 1) < 0 || ::dup2(err_fd, 2) < 0)
+    ::_exit(127);
+  // The bench's handler (it removes the data files) is not the child's.
+  struct sigaction defaults {};
+  defaults.sa_handler = SIG_DFL;
+  for (const int signal : {SIGINT, SIGTERM, SIGHUP})
+    ::sigaction(signal, &defaults, nullptr);
+  ::pthread_sigmask(SIG_SETMASK, &bench_mask, nullptr);
+  ::execvp(argv[0], argv);
+  ::_exit(127);
+}
+
+/// Runs `args` (the program looked up in PATH; no shell) and returns what
+/// it printed on stdout; its stderr goes to `err_path` (empty: nowhere).
+/// The child must not outlive the bench: fio would keep reading the
+/// randread file the bench removes. So it runs in a process group of its
+/// own, which the bench's signal handler and atexit kill
+/// (kill_group_at_exit), and it asks for SIGKILL should the bench die
+/// any other way (PR_SET_PDEATHSIG). The termination signals stay blocked
+/// from the fork until the group is registered.
+command_output run_command(const std::vector<std::string>& args, const std::string& err_path) {
   command_output result;
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) {
-    result.how = std::string("popen: ") + std::strerror(errno);
+  std::vector<char*> argv;
+  for (const auto& arg : args)
+    argv.push_back(const_cast<char*>(arg.c_str()));
+  argv.push_back(nullptr);
+  const std::string err = err_path.empty() ? "/dev/null" : err_path;
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) {
+    result.how = std::string("pipe: ") + std::strerror(errno);
+    return result;
+  }
+  const sigset_t blocked = termination_signals();
+  sigset_t bench_mask;
+  ::pthread_sigmask(SIG_BLOCK, &blocked, &bench_mask);
+  const pid_t bench = ::getpid();
+  const pid_t child = ::fork();
+  if (child == 0) exec_child(bench, argv.data(), out[1], err.c_str(), bench_mask);
+  const int fork_error = errno;
+  if (child > 0) {
+    ::setpgid(child, child);  // as the child does: whichever runs first
+    kill_group_at_exit(child);
+  }
+  ::pthread_sigmask(SIG_SETMASK, &bench_mask, nullptr);
+  ::close(out[1]);
+  if (child < 0) {
+    ::close(out[0]);
+    result.how = std::string("fork: ") + std::strerror(fork_error);
     return result;
   }
   char chunk[4096];
-  while (const std::size_t got = std::fread(chunk, 1, sizeof(chunk), pipe))
-    result.out.append(chunk, got);
-  const int status = ::pclose(pipe);
-  if (status == -1)
-    result.how = std::string("pclose: ") + std::strerror(errno);
-  else if (WIFEXITED(status))
-    result.how = "exit status " + std::to_string(WEXITSTATUS(status));
-  else if (WIFSIGNALED(status))
-    result.how = "killed by signal " + std::to_string(WTERMSIG(status));
-  else
-    result.how = "wait status " + std::to_string(status);
-  result.ok = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  for (;;) {
+    const ssize_t got = ::read(out[0], chunk, sizeof(chunk));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    result.out.append(chunk, static_cast<std::size_t>(got));
+  }
+  ::close(out[0]);
+  int status = 0;
+  pid_t waited = 0;
+  do
+    waited = ::waitpid(child, &status, 0);
+  while (waited < 0 && errno == EINTR);
+  forget_child_group();
+  if (waited < 0) {
+    result.how = std::string("waitpid: ") + std::strerror(errno);
+    return result;
+  }
+  result.how = describe_status(status);
+  result.ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
   return result;
 }
 
@@ -74,10 +154,6 @@ public:
     if (!path_.empty()) remove_data_file(path_);
   }
 
-  /// The shell redirection of stderr into the file (or away, without one).
-  std::string redirection(const std::string& quoted_path) const {
-    return path_.empty() ? " 2>/dev/null" : " 2>" + quoted_path;
-  }
   const std::string& path() const noexcept { return path_; }
 
   /// Its last `lines` lines, each indented, or a note that it is empty.
@@ -101,16 +177,29 @@ private:
   std::string path_;
 };
 
-bool fio_available() {
-  static const bool available = capture("fio --version 2>/dev/null").ok;
-  return available;
+/// Why fio cannot run here (`fio --version` failed), or none.
+std::optional<std::string> fio_missing() {
+  static const command_output version = run_command({"fio", "--version"}, "");
+  if (version.ok) return std::nullopt;
+  const bool not_found = version.how == "exit status 127";  // exec failed
+  return "fio cannot run: fio --version ended with " + version.how +
+         (not_found ? " (not installed? Debian package fio)" : "");
 }
 
-std::string shell_quoted(const std::string& text) {
-  std::string quoted = "'";
-  for (const char c : text)
-    quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return quoted + "'";
+/// `path` for fio's --filename, where ':' separates file names.
+std::string fio_escaped(const std::string& path) {
+  std::string escaped;
+  for (const char c : path)
+    escaped += c == ':' ? std::string("\\:") : std::string(1, c);
+  return escaped;
+}
+
+/// `args` as one line, for messages.
+std::string command_line(const std::vector<std::string>& args) {
+  std::string line;
+  for (const auto& arg : args)
+    line += (line.empty() ? "" : " ") + arg;
+  return line;
 }
 
 /// The number after `"key" :` at or after `from` in fio's JSON, or none.
@@ -161,20 +250,35 @@ std::optional<rep_result> parse(const std::string& json, std::string& missing) {
 }
 
 rep_result randread(const plan& p, read_config config, std::chrono::milliseconds duration) {
-  if (!fio_available()) throw skip_case{"fio not found (Debian package fio)"};
+  if (const auto missing = fio_missing()) throw skip_case{*missing};
   const stderr_file errors;
-  const std::string command = "fio --name=i2o2-randread --ioengine=io_uring --direct=1 --rw=randread --bs=" +
-                              std::to_string(read_block) + " --iodepth=" + std::to_string(config.qd) +
-                              " --numjobs=" + std::to_string(config.clients) +
-                              " --group_reporting --runtime=" + std::to_string(duration.count()) +
-                              "ms --time_based --norandommap --randrepeat=0" +
-                              " --lat_percentiles=1 --filename=" + shell_quoted(p.read_file) +
-                              " --size=" + std::to_string(p.read_file_size) +
-                              // If the suite is killed while fio runs, fio
-                              // outlives it briefly: never recreate the data
-                              // file the suite removes on its way out.
-                              " --allow_file_create=0 --output-format=json";
-  const command_output output = capture(command + errors.redirection(shell_quoted(errors.path())));
+  // --thread: jobs as threads of one process (a forked job process moves
+  // to a session of its own, out of reach of the kill of fio's group and
+  // of its death signal). --allow_file_create=0: never recreate the data
+  // file the suite removes on its way out.
+  const std::vector<std::string> args{
+      "fio",
+      "--name=i2o2-randread",
+      "--ioengine=io_uring",
+      "--direct=1",
+      "--rw=randread",
+      "--bs=" + std::to_string(read_block),
+      "--iodepth=" + std::to_string(config.qd),
+      "--numjobs=" + std::to_string(config.clients),
+      "--thread",
+      "--group_reporting",
+      "--runtime=" + std::to_string(duration.count()) + "ms",
+      "--time_based",
+      "--norandommap",
+      "--randrepeat=0",
+      "--lat_percentiles=1",
+      "--filename=" + fio_escaped(p.read_file),
+      "--size=" + std::to_string(p.read_file_size),
+      "--allow_file_create=0",
+      "--output-format=json",
+  };
+  const command_output output = run_command(args, errors.path());
+  const std::string command = command_line(args);
   // A failing fio skips its case (the run and the other cases go on),
   // saying why: what it printed on stderr.
   if (!output.ok)

@@ -12,14 +12,32 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <memory>
 #include <optional>
 #include <span>
+#include <system_error>
 #include <thread>
 #include <type_traits>
 #include <vector>
 
 namespace bench {
+
+/// Spawns `Scheduler`. A kernel without what its policies need (an errno
+/// saying unsupported or not permitted) skips the case; any other error
+/// (out of descriptors or memory) is thrown on, and fails it.
+template <class Scheduler>
+i2o2::spawned<Scheduler> spawn_or_skip(i2o2::config cfg = {}) {
+  try {
+    return i2o2::spawn_scheduler<Scheduler>(std::move(cfg));
+  } catch (const std::system_error& error) {
+    const int code = error.code().value();
+    const bool unsupported = error.code().category() == std::system_category() &&
+                             (code == ENOSYS || code == EINVAL || code == EOPNOTSUPP || code == EPERM);
+    if (unsupported) throw skip_case{error.what()};
+    throw;
+  }
+}
 
 template <class Scheduler>
 inline constexpr bool has_callback_reply =

@@ -26,7 +26,7 @@ rep_result randread(const plan& p, read_config config, std::chrono::milliseconds
     windows.push_back(std::make_unique<window_for<scheduler>>(config.qd));
     buffers.push_back(std::make_unique<aligned_buffer>(std::size_t{config.qd} * read_block));
   }
-  auto spawned = i2o2::spawn_scheduler<scheduler>();
+  auto spawned = spawn_or_skip<scheduler>();
   const run_length length{duration, samples_for(2e5, duration, config.clients, 1), 1};
   using slots_type = client_slots<window_for<scheduler>, scheduler::handle_type>;
   const auto result = run_clients(config.clients, length, [&](unsigned index) {
@@ -51,8 +51,8 @@ rep_result seqwrite(const plan& p, unsigned block) {
   const file_descriptor file(p.write_file, O_WRONLY);
   const std::uint64_t count = p.write_size / block;
   future_window<i2o2::handle> window(write_qd);
-  const aligned_buffer buffer(std::size_t{write_qd} * block);
-  auto spawned = i2o2::spawn_scheduler<scheduler>();
+  const auto source = make_write_source(block);
+  auto spawned = spawn_or_skip<scheduler>();
   const run_length length{std::nullopt, count + 16, 1};
   using slots_type = client_slots<future_window<i2o2::handle>, i2o2::handle>;
   const auto result = run_clients(1, length, [&](unsigned) {
@@ -60,10 +60,8 @@ rep_result seqwrite(const plan& p, unsigned block) {
                const std::atomic<bool>&, client_meter& meter) mutable {
       run_stream(handle, window, *slots, write_qd, count, static_cast<int>(block), impl, meter,
                  [&](std::uint64_t i) {
-                   return i2o2::op::write{.file = file.get(),
-                                          .buf = buffer.at(i % write_qd * block),
-                                          .len = block,
-                                          .offset = i * block};
+                   return i2o2::op::write{
+                       .file = file.get(), .buf = source->data(), .len = block, .offset = i * block};
                  });
     };
   });
@@ -71,19 +69,20 @@ rep_result seqwrite(const plan& p, unsigned block) {
   return with_bytes(result, block);
 }
 
-rep_result append(const plan& p, std::chrono::milliseconds duration) {
-  reset_append_file(p.append_file);
+rep_result append(const plan& p, std::chrono::milliseconds duration, std::uint64_t chains) {
   const file_descriptor file(p.append_file, O_WRONLY);
   const aligned_buffer buffer(append_block);
-  auto spawned = i2o2::spawn_scheduler<scheduler>();
+  auto spawned = spawn_or_skip<scheduler>();
   const run_length length{duration, samples_for(1e5, duration, 1, 1), 1};
   const auto result = run_clients(1, length, [&](unsigned) {
     return [&, handle = spawned.handle](const std::atomic<bool>& stop, client_meter& meter) mutable {
-      for (std::uint64_t offset = 0; !stop.load(std::memory_order_relaxed); offset += append_block) {
+      for (std::uint64_t chain = 0; chain < chains && !stop.load(std::memory_order_relaxed); ++chain) {
         const auto started = meter.start();
-        auto replies = handle.submit_chain(
-            i2o2::op::write{.file = file.get(), .buf = buffer.data(), .len = append_block, .offset = offset},
-            i2o2::op::fsync{.file = file.get(), .data_only = true});
+        auto replies = handle.submit_chain(i2o2::op::write{.file = file.get(),
+                                                           .buf = buffer.data(),
+                                                           .len = append_block,
+                                                           .offset = chain * append_block},
+                                           i2o2::op::fsync{.file = file.get(), .data_only = true});
         expect_result(replies[0].wait(), append_block, impl);
         expect_result(replies[1].wait(), 0, impl);
         meter.finish(started);
@@ -105,8 +104,10 @@ void add_i2o2_io_cases(std::vector<bench_case>& cases, const plan& p) {
     cases.push_back({"seqwrite", impl, 1, write_qd, block,
                      [&p, block](std::chrono::milliseconds) { return seqwrite(p, block); }, p.io_duration,
                      false});
-  cases.push_back({"append", impl, 1, 1, append_block,
-                   [&p](std::chrono::milliseconds duration) { return append(p, duration); }, p.io_duration});
+  cases.push_back(
+      {"append", impl, 1, 1, append_block,
+       append_run(p, [&p](auto duration, std::uint64_t chains) { return append(p, duration, chains); }),
+       p.io_duration});
 }
 
 }  // namespace bench

@@ -7,22 +7,11 @@
 
 #include <memory>
 #include <string_view>
-#include <system_error>
 #include <tuple>
 
 namespace bench {
 
 namespace {
-
-/// Spawns `Scheduler`; a kernel without what its policies need skips the case.
-template <class Scheduler>
-i2o2::spawned<Scheduler> spawn_or_skip(i2o2::config cfg) {
-  try {
-    return i2o2::spawn_scheduler<Scheduler>(std::move(cfg));
-  } catch (const std::system_error& error) {
-    throw skip_case{error.what()};
-  }
-}
 
 /// `clients` clients each keeping `qd` nops in flight (qd 1: submit and wait).
 template <class Scheduler>

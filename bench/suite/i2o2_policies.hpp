@@ -1,6 +1,6 @@
 #pragma once
 /// The i2o2 policy combinations the suite shows, and their row names
-/// (`i2o2/<queue>+<wait>+<reply>`, the default's too: default_impl).
+/// (`i2o2/<queue>+<wait>+<reply>`; the default's is default_impl).
 
 #include "cases.hpp"
 
@@ -19,11 +19,11 @@ namespace bench {
 template <class Queue, class Wait, class Reply>
 using scheduler_of = i2o2::basic_scheduler<Queue, Wait, Reply, i2o2::any_guard>;
 
-// The default's row is named after its policies (default_impl): keep the
-// name true if the default changes.
+// Tables name the default's policies (default_policies): keep the names
+// true if the default changes.
 static_assert(std::is_same_v<i2o2::default_scheduler,
                              scheduler_of<i2o2::queue::mpsc_ring, i2o2::wait::eventfd, i2o2::reply::future>>,
-              "i2o2::default_scheduler changed: rename default_impl (cases.hpp)");
+              "i2o2::default_scheduler changed: update default_policies (cases.hpp)");
 
 /// A scheduler type and the name of its rows.
 template <class Scheduler>

@@ -24,12 +24,13 @@ struct options {
   bool list = false;
 };
 
-/// Parses argv; prints usage and exits on --help or a bad argument.
+/// Parses argv; prints usage and exits on --help or a bad argument (exit
+/// status 2), also when --json or --plot names a file it cannot write.
 options parse_options(int argc, char** argv);
 
 /// Whether the row `impl` is one --impls `wanted` picks: its name, the name
-/// without "i2o2/", "i2o2" for every i2o2 row, "default" (or
-/// "i2o2/default") for the default scheduler's row.
+/// without "i2o2/", "i2o2" for every i2o2 row; the default scheduler's row
+/// (i2o2/default) also by its policies.
 bool impl_matches(const std::string& impl, const std::string& wanted);
 
 /// Prints usage and exits unless every --impls name picks one of `impls`

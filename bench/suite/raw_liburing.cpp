@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <system_error>
 
 namespace bench {
 
@@ -36,7 +37,7 @@ public:
     if (io_uring_queue_init_params(entries, &ring_, &params) < 0) {
       params = io_uring_params{};
       if (const int error = io_uring_queue_init_params(entries, &ring_, &params); error < 0)
-        fail(std::string("io_uring_queue_init: ") + std::strerror(-error));
+        throw std::system_error(-error, std::system_category(), "raw_liburing: io_uring_queue_init");
     }
   }
   raw_ring(const raw_ring&) = delete;
@@ -187,15 +188,14 @@ rep_result seqwrite(const plan& p, unsigned block) {
   const std::uint64_t count = p.write_size / block;
   const run_length length{std::nullopt, count + 16, 1};
   const auto result = run_clients(1, length, [&](unsigned) {
-    return [&, client = std::make_unique<ring_client>(write_qd, write_qd, std::size_t{write_qd} * block)](
-               const std::atomic<bool>&, client_meter& meter) {
+    return [&, client = std::make_unique<ring_client>(write_qd, write_qd, 0),
+            source = make_write_source(block)](const std::atomic<bool>&, client_meter& meter) {
       std::uint64_t issued = 0;
       keep_in_flight(
           *client, write_qd, static_cast<int>(block), meter, {.timed = false, .enter_per_op = false},
           [&] { return issued < count; },
-          [&](io_uring_sqe* sqe, unsigned slot) {
-            io_uring_prep_write(sqe, file.get(), client->buffer.at(std::size_t{slot} * block), block,
-                                issued * block);
+          [&](io_uring_sqe* sqe, unsigned) {
+            io_uring_prep_write(sqe, file.get(), source->data(), block, issued * block);
             ++issued;
           });
     };
@@ -204,14 +204,16 @@ rep_result seqwrite(const plan& p, unsigned block) {
   return with_bytes(result, block);
 }
 
-/// One append client: write linked to fdatasync, one chain per enter.
-void append_client(ring_client& client, int fd, const std::atomic<bool>& stop, client_meter& meter) {
+/// One append client: write linked to fdatasync, one chain per enter, at
+/// most `chains` of them.
+void append_client(ring_client& client, int fd, std::uint64_t chains, const std::atomic<bool>& stop,
+                   client_meter& meter) {
   raw_ring& ring = client.ring;
   const aligned_buffer& buffer = client.buffer;
-  for (std::uint64_t offset = 0; !stop.load(std::memory_order_relaxed); offset += append_block) {
+  for (std::uint64_t chain = 0; chain < chains && !stop.load(std::memory_order_relaxed); ++chain) {
     const auto started = meter.start();
     io_uring_sqe* write = ring.sqe();
-    io_uring_prep_write(write, fd, buffer.data(), append_block, offset);
+    io_uring_prep_write(write, fd, buffer.data(), append_block, chain * append_block);
     write->flags |= IOSQE_IO_LINK;
     write->user_data = 0;
     io_uring_sqe* sync = ring.sqe();
@@ -227,14 +229,13 @@ void append_client(ring_client& client, int fd, const std::atomic<bool>& stop, c
   }
 }
 
-rep_result append(const plan& p, std::chrono::milliseconds duration) {
-  reset_append_file(p.append_file);
+rep_result append(const plan& p, std::chrono::milliseconds duration, std::uint64_t chains) {
   const file_descriptor file(p.append_file, O_WRONLY);
   const run_length length{duration, samples_for(1e5, duration, 1, 1), 1};
   const auto result = run_clients(1, length, [&](unsigned) {
     return [&, client = std::make_unique<ring_client>(8, 0, append_block)](const std::atomic<bool>& stop,
                                                                            client_meter& meter) {
-      append_client(*client, file.get(), stop, meter);
+      append_client(*client, file.get(), chains, stop, meter);
     };
   });
   return with_bytes(result, append_block);
@@ -253,8 +254,10 @@ void add_raw_liburing_cases(std::vector<bench_case>& cases, const plan& p) {
   for (const unsigned block : write_blocks)
     cases.push_back({"seqwrite", impl, 1, write_qd, block, [&p, block](auto) { return seqwrite(p, block); },
                      p.io_duration, false});
-  cases.push_back({"append", impl, 1, 1, append_block, [&p](auto duration) { return append(p, duration); },
-                   p.io_duration});
+  cases.push_back(
+      {"append", impl, 1, 1, append_block,
+       append_run(p, [&p](auto duration, std::uint64_t chains) { return append(p, duration, chains); }),
+       p.io_duration});
 }
 
 }  // namespace bench

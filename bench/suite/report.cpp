@@ -49,7 +49,8 @@ const std::vector<table_spec>& table_specs() {
        "in flight; blocking: a thread per read in flight",
        {"fio", "raw_liburing", "thread_pool", "blocking"}},
       {"seqwrite",
-       "buffered sequential rewrite of the whole file (page cache warm); blocking: pwrite loop",
+       "buffered sequential rewrite of the whole file (page cache warm), every write from one source "
+       "block; blocking: pwrite loop",
        {"raw_liburing", "thread_pool", "blocking"}},
       {"append",
        "4 KiB write + fdatasync, one chain at a time; ops = chains",
@@ -145,7 +146,7 @@ void print_table(const std::vector<bench_case>& cases, const std::string& worklo
   if (spec == table_specs().end() || std::none_of(cases.begin(), cases.end(), in_table)) return;
 
   std::printf("\n%s: %s\n", workload.c_str(), spec->description);
-  std::printf("%-32s %7s %4s %5s %9s %8s %9s %9s %7s", "impl", "clients", "qd", "block", "ops/s", "MB/s",
+  std::printf("%-39s %7s %4s %5s %9s %8s %9s %9s %7s", "impl", "clients", "qd", "block", "ops/s", "MB/s",
               "p50 us", "p99 us", "spread");
   for (const auto& baseline : spec->baselines)
     std::printf("  x %s", baseline.c_str());
@@ -157,9 +158,9 @@ void print_table(const std::vector<bench_case>& cases, const std::string& worklo
     previous = &row;
     const figure f = summarise(row);
     const std::string mb = f.mb_per_sec ? std::to_string(static_cast<long>(*f.mb_per_sec + 0.5)) : "-";
-    std::printf("%-32s %7u %4u %5s %9s %8s %9.1f %9.1f %6.1f%%", row.impl.c_str(), row.clients, row.qd,
-                format_block(row.block).c_str(), format_rate(f.ops_per_sec).c_str(), mb.c_str(), f.p50_us,
-                f.p99_us, f.spread * 100);
+    std::printf("%-39s %7u %4u %5s %9s %8s %9.1f %9.1f %6.1f%%", display_name(row.impl).c_str(), row.clients,
+                row.qd, format_block(row.block).c_str(), format_rate(f.ops_per_sec).c_str(), mb.c_str(),
+                f.p50_us, f.p99_us, f.spread * 100);
     for (const auto& baseline : spec->baselines) {
       const int width = static_cast<int>(baseline.size() + 2);
       const bench_case* base = baseline_for(cases, row, baseline);
@@ -171,10 +172,22 @@ void print_table(const std::vector<bench_case>& cases, const std::string& worklo
     }
     std::printf("\n");
   }
-  for (const auto& row : cases)
-    if (in_table(row) && !row.skipped.empty())
+  for (const auto& row : cases) {
+    if (!in_table(row)) continue;
+    if (!row.skipped.empty())
       std::printf("skip: %s %s (clients %u, qd %u): %s\n", row.workload.c_str(), row.impl.c_str(),
                   row.clients, row.qd, row.skipped.c_str());
+    if (!row.failed.empty())
+      std::printf("FAILED: %s %s (clients %u, qd %u): %s\n", row.workload.c_str(), row.impl.c_str(),
+                  row.clients, row.qd, row.failed.c_str());
+    const auto cut_short =
+        std::count_if(row.reps.begin(), row.reps.end(), [](const rep_result& rep) { return rep.cut_short; });
+    if (measured(row) && cut_short != 0)
+      std::printf("note: %s %s: %zu of %zu repetitions filled the room preallocated for them before their "
+                  "time was up; their ops/s count what they did in the time they took\n",
+                  row.workload.c_str(), row.impl.c_str(), static_cast<std::size_t>(cut_short),
+                  row.reps.size());
+  }
   std::fflush(stdout);
 }
 
@@ -246,8 +259,8 @@ void write_plot(const std::vector<bench_case>& cases, const std::string& path) {
            << "set xrange [" << clients_low * 0.8 << ":" << clients_high * 1.25 << "]\n"
            << "plot ";
     for (std::size_t i = 0; i < impls.size(); ++i)
-      script << (i ? ", " : "") << "$line" << i << " using 1:2 with linespoints lw 2 pt 7 title '" << impls[i]
-             << "'";
+      script << (i ? ", " : "") << "$line" << i << " using 1:2 with linespoints lw 2 pt 7 title '"
+             << display_name(impls[i]) << "'";
     script << "\n";
   }
   const int status = std::system(("gnuplot '" + script_path + "'").c_str());

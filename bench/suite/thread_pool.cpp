@@ -224,16 +224,15 @@ rep_result seqwrite(const plan& p, unsigned block) {
   thread_pool pool(write_qd);
   const run_length length{std::nullopt, count + 16, 1};
   const auto result = run_clients(1, length, [&](unsigned) {
-    return [&, client = std::make_unique<pool_client>(write_qd, std::size_t{write_qd} * block)](
-               const std::atomic<bool>&, client_meter& meter) {
+    return [&, client = std::make_unique<pool_client>(write_qd, 0),
+            source = make_write_source(block)](const std::atomic<bool>&, client_meter& meter) {
       std::uint64_t issued = 0;
       keep_in_flight(
           pool, *client, write_qd, static_cast<int>(block), false, order::oldest_first, meter,
           [&] { return issued < count; },
-          [&](unsigned slot) {
+          [&](unsigned) {
             const auto offset = static_cast<off_t>(issued++ * block);
-            return io_call{call_pwrite, file.get(), client->buffer.at(std::size_t{slot} * block), block,
-                           offset};
+            return io_call{call_pwrite, file.get(), source->data(), block, offset};
           });
     };
   });
@@ -241,22 +240,20 @@ rep_result seqwrite(const plan& p, unsigned block) {
   return with_bytes(result, block);
 }
 
-rep_result append(const plan& p, std::chrono::milliseconds duration) {
-  reset_append_file(p.append_file);
+rep_result append(const plan& p, std::chrono::milliseconds duration, std::uint64_t chains) {
   const file_descriptor file(p.append_file, O_WRONLY);
   thread_pool pool(1);
   const run_length length{duration, samples_for(1e5, duration, 1, 1), 1};
   const auto result = run_clients(1, length, [&](unsigned) {
     return [&, client = std::make_unique<pool_client>(1, append_block)](const std::atomic<bool>& stop,
                                                                         client_meter& meter) {
-      off_t offset = 0;
+      std::uint64_t chain = 0;
       keep_in_flight(
           pool, *client, 1, append_block, true, order::oldest_first, meter,
-          [&] { return !stop.load(std::memory_order_relaxed); },
+          [&] { return chain < chains && !stop.load(std::memory_order_relaxed); },
           [&](unsigned) {
-            const off_t at = offset;
-            offset += append_block;
-            return io_call{call_append, file.get(), client->buffer.data(), append_block, at};
+            const auto offset = static_cast<off_t>(chain++ * append_block);
+            return io_call{call_append, file.get(), client->buffer.data(), append_block, offset};
           });
     };
   });
@@ -282,8 +279,10 @@ void add_thread_pool_cases(std::vector<bench_case>& cases, const plan& p) {
   for (const unsigned block : write_blocks)
     cases.push_back({"seqwrite", impl, 1, write_qd, block, [&p, block](auto) { return seqwrite(p, block); },
                      p.io_duration, false});
-  cases.push_back({"append", impl, 1, 1, append_block, [&p](auto duration) { return append(p, duration); },
-                   p.io_duration});
+  cases.push_back(
+      {"append", impl, 1, 1, append_block,
+       append_run(p, [&p](auto duration, std::uint64_t chains) { return append(p, duration, chains); }),
+       p.io_duration});
 }
 
 }  // namespace bench
