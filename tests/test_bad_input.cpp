@@ -539,6 +539,7 @@ TEST_CASE("submit_many with more ops than the queue holds throws batch_too_large
 TEST_CASE("a ring refused for want of descriptors says so, not that the flags were wrong", "[bad_input]") {
   using spin_scheduler =
       i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::spin, i2o2::reply::future, i2o2::any_guard>;
+  i2o2_test::watchdog dog("ring without descriptors");
   { spin_scheduler probed_first({.ring_depth = 8}); }  // the kernel's features are known before the limit
 
   rlimit saved{};

@@ -461,7 +461,7 @@ TEST_CASE("fadvise and madvise take lengths of 4 GiB and more", "[ops]") {
   auto [owner, handle] = i2o2::spawn(small_ring());
   const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   constexpr std::uint64_t four_gib = std::uint64_t{1} << 32;
-  // Reaches one page past 4 GiB: cut to 32 bits, it would cover one page.
+  // Reaches one page past 4 GiB: cut to 32 bits, it would cover two pages.
   const std::uint64_t len = four_gib + 2 * page;
 
   // fadvise: a clean page at 4 GiB in a sparse file is dropped.

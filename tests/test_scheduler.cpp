@@ -138,9 +138,25 @@ TEST_CASE("an idle spin too long to count never ends, and the scheduler still st
         now + std::chrono::microseconds(10));
 
   i2o2_test::watchdog dog("endless idle spin");
+  // Completions reach the spin as deferred task work (DEFER_TASKRUN), or
+  // posted by the kernel straight to the CQ (a ring without it).
+  const bool deferred = GENERATE(true, false);
+  CAPTURE(deferred);
+  struct stop_pretending {
+    ~stop_pretending() { i2o2::detail::kernel_features::stop_pretending(); }
+  } cleanup;
+  if (!deferred) i2o2::detail::kernel_features::pretend_missing(IORING_SETUP_DEFER_TASKRUN);
   auto [owner, handle] = i2o2::spawn({.ring_depth = 8, .idle_spin = std::chrono::microseconds::max()});
   for (int i = 0; i < 3; ++i)
     CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
+  // A read completed while the scheduler spins is delivered by the spin.
+  i2o2_test::pipe_pair pipe;
+  char byte = 0;
+  auto reply = handle.submit(i2o2::op::read{.file = pipe.read_end(), .buf = &byte, .len = 1});
+  REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);  // the read is parked; the scheduler spins
+  pipe.feed("z", 1);
+  CHECK(i2o2_test::eventually([&] { return reply.is_ready(); }, std::chrono::seconds(10)));
+  CHECK(reply.try_get() == std::optional<int>(1));
   owner.stop();  // the spin sees the stop
   CHECK(handle.closed());
 }

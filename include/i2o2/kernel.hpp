@@ -8,11 +8,14 @@
 
 namespace i2o2 {
 
-/// Whether the running kernel has `op`'s opcode (probed once per process;
-/// an unsure probe lets every opcode through, as the scheduler does).
+/// Whether the running kernel has io_uring and `op`'s opcode, from the
+/// probe submit checks (kept for the process once sure; a probe a passing
+/// failure, ENOMEM say, left unsure lets every opcode through, as submit
+/// does, until a later scheduler's creation probes again).
 template <operation Op>
 bool kernel_supports(const Op& op) {
-  return detail::kernel_features::get().has_opcode(prepared_op(op).sqe().opcode);
+  const auto& kernel = detail::kernel_features::get();
+  return kernel.available() && kernel.has_opcode(prepared_op(op).sqe().opcode);
 }
 
 /// The first Linux release with `op`'s opcode ("Linux 6.9"), for messages.

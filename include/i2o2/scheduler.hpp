@@ -577,7 +577,8 @@ private:
       enter(0);
     } else if (const idle_news news = spin_for_work(); news != idle_news::none) {
       // A producer pushed while we spun: pull it without a wake. Or
-      // completions wait as deferred task work: enter to post them.
+      // completions wait: as deferred task work, which an enter posts, or
+      // as CQEs already posted, which the loop reaps.
       if (news == idle_news::completions) enter(0);
     } else if (state_->wait().arm(ring_) && state_->announce_park()) {
       // Armed before announcing: a producer may wake us the moment it sees
@@ -594,8 +595,9 @@ private:
   /// that submit costs nothing, while parking costs it a wake syscall and
   /// us a wake-up (15-20 us in a VM). A fixed budget, not an adaptive one:
   /// the sleep/wake ping-pong it avoids would make an adaptive one collapse.
-  /// It also stops for a close, and for completions waiting as deferred
-  /// task work (DEFER_TASKRUN posts CQEs only when we enter the kernel).
+  /// It also stops for a close, and for completions: waiting as deferred
+  /// task work (DEFER_TASKRUN posts CQEs only when we enter the kernel), or
+  /// posted by the kernel itself (rings without it).
   ///
   /// Past the first `selfish_spin`, each round yields the CPU: with more
   /// runnable threads than cores, the thread waiting for this one is often
@@ -612,7 +614,7 @@ private:
     for (;;) {
       for (int pause = 0; pause < 16; ++pause) {
         if (!state_->queue().empty()) return idle_news::queued;
-        if (ring_.task_work_pending()) return idle_news::completions;
+        if (ring_.task_work_pending() || ring_.cqes_ready()) return idle_news::completions;
         detail::cpu_relax();
       }
       // Between rounds: the gate is written on every push, so reading it

@@ -55,13 +55,7 @@ public:
   explicit ring(const config& cfg) {
     // Each new ring probes again what a passing failure left unknown.
     const kernel_features& kernel = kernel_features::probe_unless_sure();
-    if (!kernel.available())
-      throw std::system_error(kernel.setup_errno(), std::system_category(),
-                              kernel.setup_errno() == ENOMEM
-                                  ? "i2o2: creating an io_uring failed: out of locked memory "
-                                    "(RLIMIT_MEMLOCK counts rings and registered buffers)"
-                                  : "i2o2: io_uring is not available on this kernel (needs Linux 5.15+ "
-                                    "with io_uring enabled)");
+    if (!kernel.available()) throw setup_failure(kernel.setup_errno());
 
     std::uint32_t flags = IORING_SETUP_CQSIZE;
     for (const auto& info : known_setup_flags) {
@@ -108,6 +102,17 @@ public:
                                   describe_flags(flags) + " (the kernel may refuse this combination)");
     if (result < 0)  // ENOMEM (locked memory), EMFILE, ...: not the flags' fault
       throw std::system_error(-result, std::system_category(), "i2o2: io_uring_queue_init failed");
+  }
+
+  /// Why no ring could be created at all, by the probe's errno.
+  static std::system_error setup_failure(int error) {
+    const char* why = "i2o2: creating an io_uring failed";
+    if (error == ENOSYS || error == EPERM)
+      why = "i2o2: io_uring is not available on this kernel (needs Linux 5.15+ with io_uring enabled)";
+    else if (error == ENOMEM)
+      why = "i2o2: creating an io_uring failed: out of locked memory (RLIMIT_MEMLOCK counts rings and "
+            "registered buffers)";
+    return std::system_error(error, std::system_category(), why);
   }
 
   ring(const ring&) = delete;
@@ -189,6 +194,11 @@ public:
     return (flags_ & IORING_SETUP_TASKRUN_FLAG) != 0 &&
            (__atomic_load_n(ring_.sq.kflags, __ATOMIC_RELAXED) & IORING_SQ_TASKRUN) != 0;
   }
+
+  /// CQEs are posted, waiting to be reaped: where completions are not
+  /// deferred (no DEFER_TASKRUN: SQPOLL, kernels before 6.1), the kernel
+  /// posts them as ops complete, without our entering.
+  bool cqes_ready() const noexcept { return io_uring_cq_ready(&ring_) != 0; }
 
   unsigned sq_space_left() noexcept { return io_uring_sq_space_left(&ring_); }
   unsigned sq_pending() noexcept { return io_uring_sq_ready(&ring_); }
