@@ -37,6 +37,11 @@ using each_wait = concat<each_reply<Queue, i2o2::wait::eventfd>, each_reply<Queu
 /// 2 queues x 4 waits x 3 replies.
 using all_policies = concat<each_wait<i2o2::queue::mpsc_ring>, each_wait<i2o2::queue::mutex_ring>>;
 
+/// The 6 combinations that wait with `Wait`: 2 queues x 3 replies.
+template <class Wait>
+using waiting_with =
+    concat<each_reply<i2o2::queue::mpsc_ring, Wait>, each_reply<i2o2::queue::mutex_ring, Wait>>;
+
 /// The result of one submit, whichever reply policy delivered it.
 class pending {
 public:
