@@ -290,6 +290,18 @@ TEST_CASE("a msg_ring wake-up that fails for a moment is posted again: no wake-u
     CHECK(running.handle.submit(i2o2::op::nop{}).wait() == 0);
   }
   CHECK(fault_injection::get().injected_msg_rings() - before > 0);
+
+  if (!fallback_ring) return;
+  // The waker ring's enter refused for a moment (-EAGAIN, -EBUSY) leaves
+  // its MSG_RING unsent: it is submitted again, never taken for a sent
+  // wake (which left the scheduler parked until some later wake).
+  const long enters_before = fault_injection::get().injected_waker_enters();
+  for (int round = 0; round < 10; ++round) {
+    REQUIRE(i2o2_test::eventually([&] { return i2o2_test::run_state(*tid) == 'S'; }));
+    fault_injection::get().fail_waker_enters(round % 2 == 0 ? EAGAIN : EBUSY, 1);
+    CHECK(running.handle.submit(i2o2::op::nop{}).wait() == 0);
+  }
+  CHECK(fault_injection::get().injected_waker_enters() - enters_before == 10);
 }
 
 TEST_CASE("kernel_supports answers as submit does, and kernel_needed_for names the release",

@@ -43,11 +43,18 @@ public:
     msg_ring_error_.store(error);
     msg_ring_failures_.store(count);
   }
+  /// The next `count` enters of the waker ring (wait::msg_ring before
+  /// Linux 6.13) return -error without submitting its MSG_RING.
+  void fail_waker_enters(int error, int count) noexcept {
+    waker_enter_error_.store(error);
+    waker_enter_failures_.store(count);
+  }
   /// Whether registering sparse tables fails with -EINVAL from now on.
   void refuse_sparse_tables(bool refused) noexcept { sparse_refused_.store(refused); }
   void clear() noexcept {
     sparse_refused_.store(false);
     msg_ring_failures_.store(0);
+    waker_enter_failures_.store(0);
     enter_failures_.store(0);
     setup_error_.store(0);
     futex_waitv_error_.store(0);
@@ -58,6 +65,11 @@ public:
   long injected_enters() const noexcept { return injected_.load(); }
 
   int take_enter() noexcept { return take(enter_failures_, enter_error_, injected_); }
+  int take_waker_enter() noexcept {
+    return take(waker_enter_failures_, waker_enter_error_, injected_waker_enters_);
+  }
+  /// How many waker-ring enters failed by injection so far.
+  long injected_waker_enters() const noexcept { return injected_waker_enters_.load(); }
   int take_msg_ring() noexcept { return take(msg_ring_failures_, msg_ring_error_, injected_msg_rings_); }
   /// How many MSG_RING wake-ups failed by injection so far.
   long injected_msg_rings() const noexcept { return injected_msg_rings_.load(); }
@@ -97,6 +109,9 @@ private:
   std::atomic<int> msg_ring_error_{0};
   std::atomic<int> msg_ring_failures_{0};
   std::atomic<long> injected_msg_rings_{0};
+  std::atomic<int> waker_enter_error_{0};
+  std::atomic<int> waker_enter_failures_{0};
+  std::atomic<long> injected_waker_enters_{0};
   std::atomic<bool> sparse_refused_{false};
 };
 
@@ -106,6 +121,7 @@ inline int injected_opcode_probe_error() noexcept { return fault_injection::get(
 inline int injected_flag_trial_error() noexcept { return fault_injection::get().take_flag_trial(); }
 inline int injected_futex_waitv_error() noexcept { return fault_injection::get().take_futex_waitv(); }
 inline int injected_msg_ring_error() noexcept { return fault_injection::get().take_msg_ring(); }
+inline int injected_waker_enter_error() noexcept { return fault_injection::get().take_waker_enter(); }
 inline bool injected_sparse_refusal() noexcept { return fault_injection::get().take_sparse_refusal(); }
 #else
 constexpr int injected_enter_error() noexcept { return 0; }
@@ -114,6 +130,7 @@ constexpr int injected_opcode_probe_error() noexcept { return 0; }
 constexpr int injected_flag_trial_error() noexcept { return 0; }
 constexpr int injected_futex_waitv_error() noexcept { return 0; }
 constexpr int injected_msg_ring_error() noexcept { return 0; }
+constexpr int injected_waker_enter_error() noexcept { return 0; }
 constexpr bool injected_sparse_refusal() noexcept { return false; }
 #endif
 

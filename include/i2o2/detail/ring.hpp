@@ -353,7 +353,8 @@ private:
   /// the wait is repeated, never taken for a sent wake.
   std::optional<int> submit_and_reap() noexcept {
     for (;;) {
-      const int entered = io_uring_submit_and_wait(&ring_, 1);
+      const int injected = injected_waker_enter_error();
+      const int entered = injected != 0 ? -injected : io_uring_submit_and_wait(&ring_, 1);
       std::optional<int> result;
       io_uring_cqe* cqe = nullptr;
       while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
