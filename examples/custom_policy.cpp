@@ -32,9 +32,10 @@ using counting_scheduler =
     i2o2::basic_scheduler<i2o2::queue::mpsc_ring, counting_wait, i2o2::reply::future, i2o2::any_guard>;
 
 int main() {
-  // No idle spin: the scheduler parks as soon as it has nothing to do,
-  // rather than catching the next submit in its spin.
-  auto [owner, handle] = i2o2::spawn_scheduler<counting_scheduler>(i2o2::config{.idle_spin = {}});
+  // No idle or busy spin: the scheduler parks as soon as it has nothing to
+  // do, rather than catching the next submit in its spin.
+  auto [owner, handle] =
+      i2o2::spawn_scheduler<counting_scheduler>(i2o2::config{.idle_spin = {}, .busy_spin = {}});
   constexpr int round_trips = 1000;
   int ok = 0;
   for (int i = 0; i < round_trips; ++i) ok += handle.submit(i2o2::op::nop{}).wait() == 0 ? 1 : 0;

@@ -70,6 +70,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   cfg.registered_files = input.ConsumeBool() ? 0 : input.ConsumeIntegralInRange<std::uint32_t>(0, 4096);
   cfg.registered_buffers = input.ConsumeBool() ? 0 : input.ConsumeIntegralInRange<std::uint32_t>(0, 4096);
   cfg.idle_spin = std::chrono::microseconds(input.ConsumeIntegralInRange(0, 200));
+  cfg.busy_spin = cfg.idle_spin * 5;  // derived: the corpus keeps its meaning
   if (input.ConsumeBool()) cfg.cpu_affinity = input.ConsumeIntegralInRange<unsigned>(0, 2047);
   cfg.thread_name = std::string(input.ConsumeIntegralInRange<std::size_t>(0, 20), 'n');
   if (input.ConsumeBool())

@@ -137,6 +137,9 @@ public:
     cfg.ring_depth = 1U << input_.ConsumeIntegralInRange<unsigned>(0, 4);
     cfg.queue_capacity = input_.ConsumeIntegralInRange<std::uint32_t>(1, 64);
     cfg.idle_spin = std::chrono::microseconds(input_.ConsumeBool() ? 0 : 10);
+    // The busy spin on or off, derived (as the budget below) so that the
+    // corpus keeps its meaning: off parks at once between ops.
+    cfg.busy_spin = cfg.queue_capacity % 3 == 0 ? std::chrono::microseconds(0) : i2o2::config{}.busy_spin;
     cfg.shutdown_deadline = 2s;
     // The submit budget: none, one op per enter (1 ns), the default, or
     // every op at once. Derived rather than read from the input, so the

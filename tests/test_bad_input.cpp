@@ -438,6 +438,11 @@ TEST_CASE("nonsense configs throw std::invalid_argument naming the field", "[bad
              Catch::Contains("submit_budget"));
   CHECK_THAT(invalid_config_message(policy, {.idle_spin = std::chrono::microseconds(-1)}),
              Catch::Contains("idle_spin"));
+  CHECK_THAT(invalid_config_message(policy, {.busy_spin = std::chrono::microseconds(-1)}),
+             Catch::Contains("busy_spin"));
+  // An adaptive poll longer than a second is a mistake (wait::spin never parks).
+  CHECK_THAT(invalid_config_message(policy, {.busy_spin = std::chrono::seconds(2)}),
+             Catch::Contains("busy_spin") && Catch::Contains("2000000"));
   CHECK_THAT(invalid_config_message(policy, {.shutdown_deadline = -1ms}),
              Catch::Contains("shutdown_deadline"));
   // SQPOLL settings the kernel would take wrongly (a negative idle as 49

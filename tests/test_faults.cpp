@@ -277,9 +277,11 @@ TEST_CASE("a msg_ring wake-up that fails for a moment is posted again: no wake-u
   using scheduler = i2o2::basic_scheduler<i2o2::queue::mpsc_ring, i2o2::wait::msg_ring, i2o2::reply::future,
                                           i2o2::any_guard>;
   const std::string name = "i2o2-msgwake";
-  // No idle spin: between ops the scheduler parks, and each op needs a wake-up.
-  auto running = i2o2::spawn_scheduler<scheduler>(
-      {.ring_depth = 8, .idle_spin = std::chrono::microseconds(0), .thread_name = name});
+  // No idle or busy spin: between ops the scheduler parks, and each op needs a wake-up.
+  auto running = i2o2::spawn_scheduler<scheduler>({.ring_depth = 8,
+                                                   .idle_spin = std::chrono::microseconds(0),
+                                                   .busy_spin = std::chrono::microseconds(0),
+                                                   .thread_name = name});
   const auto tid = i2o2_test::thread_named(name);
   REQUIRE(tid.has_value());
   const long before = fault_injection::get().injected_msg_rings();

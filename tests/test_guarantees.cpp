@@ -1072,7 +1072,8 @@ TEST_CASE("W1: a push landing between the scheduler's empty check and its park a
   i2o2_test::watchdog dog("W1 push inside the park window (a hang here is a lost wake-up)");
   hold_reset reset;
   // Named members, not a structured binding: clang 14 lambdas cannot capture those.
-  auto running = i2o2::spawn_scheduler<holding_scheduler>(i2o2::config{.ring_depth = 8, .idle_spin = std::chrono::microseconds(0)});
+  auto running = i2o2::spawn_scheduler<holding_scheduler>(i2o2::config{
+      .ring_depth = 8, .idle_spin = std::chrono::microseconds(0), .busy_spin = std::chrono::microseconds(0)});
   [[maybe_unused]] auto& owner = running.owner;
   auto& handle = running.handle;
   REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
@@ -1096,7 +1097,8 @@ TEST_CASE("W1: a producer publishing after the scheduler went to sleep wakes it"
   i2o2_test::watchdog dog("W1 publish after park (a hang here is a lost wake-up)");
   hold_reset reset;
   // Named members, not a structured binding: clang 14 lambdas cannot capture those.
-  auto running = i2o2::spawn_scheduler<holding_scheduler>(i2o2::config{.ring_depth = 8, .idle_spin = std::chrono::microseconds(0)});
+  auto running = i2o2::spawn_scheduler<holding_scheduler>(i2o2::config{
+      .ring_depth = 8, .idle_spin = std::chrono::microseconds(0), .busy_spin = std::chrono::microseconds(0)});
   [[maybe_unused]] auto& owner = running.owner;
   auto& handle = running.handle;
   REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);

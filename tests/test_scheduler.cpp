@@ -161,6 +161,91 @@ TEST_CASE("an idle spin too long to count never ends, and the scheduler still st
   CHECK(handle.closed());
 }
 
+TEST_CASE("the busy spin polls while most idle gaps fit its limit, and only then", "[scheduler]") {
+  using std::chrono::microseconds;
+  i2o2::detail::busy_spin spin(microseconds(200));
+  CHECK(spin.enabled());
+  CHECK(spin.next() == microseconds(200));  // optimistic at first
+  // Gaps longer than the limit (a client gone quiet, a socket poll): after
+  // a few the scheduler parks after its idle spin alone.
+  int misses = 0;
+  while (spin.next().count() != 0) {
+    spin.gap(microseconds(300));
+    ++misses;
+    REQUIRE(misses < 100);
+  }
+  CHECK(misses >= 4);  // one long gap is not enough to give up
+  // Measured while parking too: gaps that fit again bring the spin back.
+  int hits = 0;
+  while (spin.next().count() == 0) {
+    spin.gap(microseconds(200));  // at the limit counts as within it
+    ++hits;
+    REQUIRE(hits < 100);
+  }
+  CHECK(spin.next() == microseconds(200));  // the whole limit, not a fitted budget
+  // Half and half (QD 32 on a disk completing in bursts: short gaps inside
+  // a burst, long ones before): still polls, after every gap.
+  for (int round = 0; round < 200; ++round) {
+    spin.gap(microseconds(round % 2 == 0 ? 5 : 250));
+    REQUIRE(spin.next() == microseconds(200));
+  }
+
+  i2o2::detail::busy_spin off(microseconds(0));
+  off.gap(microseconds(0));
+  CHECK_FALSE(off.enabled());
+  CHECK(off.next().count() == 0);
+}
+
+namespace {
+/// The eventfd wait, counting the wakes producers send.
+struct counting_eventfd : i2o2::wait::eventfd {
+  static inline std::atomic<int> notifies{0};
+  void notify() noexcept {
+    notifies.fetch_add(1, std::memory_order_relaxed);
+    eventfd::notify();
+  }
+};
+static_assert(i2o2::wait_strategy<counting_eventfd>);
+}  // namespace
+
+TEST_CASE("a busy scheduler polls before parking: its client's submits need no wake", "[scheduler]") {
+  // idle_spin 0: only the busy spin polls. With it, nops sent one after
+  // another find the scheduler awake; without it (the control) each must
+  // wake the parked scheduler.
+  const bool busy_spin = GENERATE(true, false);
+  CAPTURE(busy_spin);
+  i2o2_test::watchdog dog("busy spin");
+  using counting_scheduler =
+      i2o2::basic_scheduler<i2o2::queue::mpsc_ring, counting_eventfd, i2o2::reply::future, i2o2::any_guard>;
+  const std::string name = "i2o2-busyspin";
+  auto running = i2o2::spawn_scheduler<counting_scheduler>(
+      {.ring_depth = 8,
+       .idle_spin = std::chrono::microseconds(0),
+       .busy_spin = busy_spin ? std::chrono::seconds(1) : std::chrono::microseconds(0),
+       .thread_name = name});
+  const auto tid = i2o2_test::thread_named(name);
+  REQUIRE(tid.has_value());
+  auto& handle = running.handle;
+  const auto parked = [&] { return i2o2_test::run_state(*tid) == 'S'; };
+
+  const int before = counting_eventfd::notifies.load();
+  constexpr int rounds = 20;
+  for (int round = 0; round < rounds; ++round) {
+    // The control parks between nops, so each one wakes it.
+    if (!busy_spin) REQUIRE(i2o2_test::eventually(parked));
+    CHECK(handle.submit(i2o2::op::nop{}).wait() == 0);
+  }
+  const int wakes = counting_eventfd::notifies.load() - before;
+  if (busy_spin)
+    CHECK(wakes <= 2);  // a wake only if this thread stalled for the 1 s limit
+  else
+    CHECK(wakes == rounds);
+
+  // A spin that catches nothing ends: with nothing more to do the scheduler
+  // parks (the 1 s limit, then asleep in io_uring_enter).
+  CHECK(i2o2_test::eventually(parked));
+}
+
 TEST_CASE("signals interrupting io_uring_enter (-EINTR) lose no op", "[scheduler]") {
   const std::string policy = GENERATE(from_range(i2o2_test::policy_names()));
   CAPTURE(policy);
@@ -274,10 +359,12 @@ TEST_CASE("a close landing between the loop's check and its park is not lost", "
   i2o2_test::watchdog dog("close before park");
   using scheduler_type =
       i2o2::basic_scheduler<i2o2::queue::mpsc_ring, holding_eventfd, i2o2::reply::future, i2o2::any_guard>;
-  // No idle spin: the hold below relies on the scheduler submitting the nop
+  // No idle or busy spin: the hold below relies on the scheduler submitting the nop
   // in the same enter that parks it, so the re-arm after it is the held one.
-  scheduler_type sched(i2o2::config{
-      .ring_depth = 8, .idle_spin = std::chrono::microseconds(0), .shutdown_deadline = std::nullopt});
+  scheduler_type sched(i2o2::config{.ring_depth = 8,
+                                    .idle_spin = std::chrono::microseconds(0),
+                                    .busy_spin = std::chrono::microseconds(0),
+                                    .shutdown_deadline = std::nullopt});
   std::thread runner([&] { sched.run(); });
   {
     auto handle = sched.handle();
@@ -318,7 +405,7 @@ struct submit_sizes {
 /// wrong)` queues its ops, so the next pull finds them all at once; then
 /// lets it go, waits for `ops` completions, and returns what the seam saw.
 /// One write to `warm_up` goes first, so the budget has a cost learned:
-/// with no idle spin, by the enter the scheduler makes before parking
+/// with no idle or busy spin, by the enter the scheduler makes before parking
 /// only while it has no cost yet.
 template <class Send>
 submit_sizes held_burst(std::chrono::nanoseconds budget, int warm_up, int ops, Send&& send) {
@@ -326,7 +413,8 @@ submit_sizes held_burst(std::chrono::nanoseconds budget, int warm_up, int ops, S
       i2o2::spawn_scheduler<callback_scheduler>(i2o2::config{.queue_capacity = 64,
                                                              .ring_depth = 32,
                                                              .submit_budget = budget,
-                                                             .idle_spin = std::chrono::microseconds(0)});
+                                                             .idle_spin = std::chrono::microseconds(0),
+                                                             .busy_spin = std::chrono::microseconds(0)});
   auto& handle = running.handle;
   std::atomic<int> warmed{0};
   handle.submit(i2o2::op::write{.file = warm_up, .buf = "w", .len = 1, .offset = 0}, {},
@@ -1079,8 +1167,10 @@ TEST_CASE("a push refused as full that fits on its retry wakes the parked schedu
   using scheduler_type =
       i2o2::basic_scheduler<i2o2_test::refusing, i2o2::wait::eventfd, i2o2::reply::future, i2o2::any_guard>;
   const std::string name = "i2o2-refusing";
-  auto running = i2o2::spawn_scheduler<scheduler_type>(
-      i2o2::config{.ring_depth = 8, .idle_spin = std::chrono::microseconds(0), .thread_name = name});
+  auto running = i2o2::spawn_scheduler<scheduler_type>(i2o2::config{.ring_depth = 8,
+                                                                    .idle_spin = std::chrono::microseconds(0),
+                                                                    .busy_spin = std::chrono::microseconds(0),
+                                                                    .thread_name = name});
   auto& handle = running.handle;
   REQUIRE(handle.submit(i2o2::op::nop{}).wait() == 0);
   const auto scheduler_tid = i2o2_test::thread_named(name);

@@ -45,12 +45,13 @@ void add_row(std::vector<bench_case>& cases, const plan& p, Row row) {
                        return i2o2_nops<scheduler>(clients, 1, duration, name);
                      },
                      p.nop_duration});
-  // No idle spin: the scheduler parks after every op, so each round trip
+  // No idle or busy spin: the scheduler parks after every op, so each round trip
   // goes through the wait strategy's wake-up (what an idle service sees).
   cases.push_back({"nop_wake", row.name, 1, 1, std::nullopt,
                    [name = row.name](std::chrono::milliseconds duration) {
                      return i2o2_nops<scheduler>(1, 1, duration, name,
-                                                 {.idle_spin = std::chrono::microseconds(0)});
+                                                 {.idle_spin = std::chrono::microseconds(0),
+                                                  .busy_spin = std::chrono::microseconds(0)});
                    },
                    p.nop_duration});
   for (unsigned clients : p.pipelined_clients)

@@ -37,7 +37,8 @@ const std::vector<table_spec>& table_specs() {
        "ratio to it at 1 client only)",
        {"thread_pool", "raw_liburing"}},
       {"nop_wake",
-       "one client, one nop at a time, the scheduler parked between ops (idle_spin 0): the wait "
+       "one client, one nop at a time, the scheduler parked between ops (idle_spin and busy_spin 0): the "
+       "wait "
        "strategy's wake-up; thread_pool: its worker sleeps between ops too",
        {"thread_pool"}},
       {"nop_pipelined",

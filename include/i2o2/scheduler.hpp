@@ -4,6 +4,7 @@
 /// SQEs, submit, park, reap CQEs into replies and guard releases.
 
 #include "config.hpp"
+#include "detail/busy_spin.hpp"
 #include "detail/resource_table.hpp"
 #include "detail/ring.hpp"
 #include "detail/slot_table.hpp"
@@ -55,6 +56,9 @@ inline void validate(const config& cfg) {
   if (cfg.thread_name.size() > 15) fail("thread_name must be at most 15 characters");
   if (cfg.submit_budget.count() < 0) fail("submit_budget must not be negative (0: no limit)");
   if (cfg.idle_spin.count() < 0) fail("idle_spin must not be negative (0: park at once)");
+  if (cfg.busy_spin.count() < 0 || cfg.busy_spin > std::chrono::seconds(1))
+    fail("busy_spin must be between 0 and 1 s (0: only the idle spin), got " +
+         std::to_string(cfg.busy_spin.count()) + " us");
   if (cfg.shutdown_deadline && cfg.shutdown_deadline->count() < 0)
     fail("shutdown_deadline must not be negative (0: cancel at once; empty: never)");
   if (cfg.sqpoll && (cfg.sqpoll_idle.count() < 1 || cfg.sqpoll_idle.count() > 0xffffffffLL))
@@ -570,21 +574,22 @@ private:
       } else {
         enter(0);
       }
-    } else if (ring_.sq_pending() != 0 && (config_.idle_spin.count() > 0 || submit_budget_.learning())) {
+    } else if (ring_.sq_pending() != 0 && (spins_before_parking() || submit_budget_.learning())) {
       // Submit what was pulled first; the loop reaps and comes back idle.
       // Without an idle spin, only until the budget has a cost: an enter
       // that also parks cannot tell submitting from waiting.
       enter(0);
-    } else if (const idle_news news = spin_for_work(); news != idle_news::none) {
+    } else if (const spin_outcome spun = spin_for_work(); spun.news != idle_news::none) {
       // A producer pushed while we spun: pull it without a wake. Or
       // completions wait: as deferred task work, which an enter posts, or
       // as CQEs already posted, which the loop reaps.
-      if (news == idle_news::completions) enter(0);
+      if (spun.news == idle_news::completions) enter(0);
     } else if (state_->wait().arm(ring_) && state_->announce_park()) {
       // Armed before announcing: a producer may wake us the moment it sees
       // the announcement, and the wake must find everything in place.
       enter(1);
       state_->end_park();
+      if (spun.idle_since) busy_spin_.gap(std::chrono::steady_clock::now() - *spun.idle_since);
     } else {
       enter(0);
     }
@@ -593,11 +598,12 @@ private:
   /// Before parking, polls the queue for config::idle_spin: a client that
   /// got its reply usually submits again within a microsecond, and catching
   /// that submit costs nothing, while parking costs it a wake syscall and
-  /// us a wake-up (15-20 us in a VM). A fixed budget, not an adaptive one:
-  /// the sleep/wake ping-pong it avoids would make an adaptive one collapse.
-  /// It also stops for a close, and for completions: waiting as deferred
-  /// task work (DEFER_TASKRUN posts CQEs only when we enter the kernel), or
-  /// posted by the kernel itself (rings without it).
+  /// us a wake-up (15-20 us in a VM). While its idle gaps have mostly been
+  /// short, for config::busy_spin instead (detail/busy_spin.hpp), which
+  /// also spares completions that wake-up. It stops for a close, and for
+  /// completions: waiting as deferred task work (DEFER_TASKRUN posts CQEs
+  /// only when we enter the kernel), or posted by the kernel itself (rings
+  /// without it).
   ///
   /// Past the first `selfish_spin`, each round yields the CPU: with more
   /// runnable threads than cores, the thread waiting for this one is often
@@ -606,10 +612,27 @@ private:
   /// of our time slice. With nobody waiting, sched_yield returns at once.
   static constexpr std::chrono::nanoseconds selfish_spin{1000};
   enum class idle_news { none, queued, completions };
-  idle_news spin_for_work() const noexcept {
-    if (config_.idle_spin.count() <= 0) return idle_news::none;
+  struct spin_outcome {
+    idle_news news;
+    /// When the scheduler ran out of work, if the spin caught nothing: the
+    /// start of a gap for the busy spin to learn from once work wakes us.
+    std::optional<std::chrono::steady_clock::time_point> idle_since;
+  };
+  bool spins_before_parking() const noexcept {
+    return config_.idle_spin.count() > 0 || busy_spin_.next().count() > 0;
+  }
+  spin_outcome spin_for_work() noexcept {
+    if (config_.idle_spin.count() <= 0 && !busy_spin_.enabled()) return {idle_news::none, std::nullopt};
     const auto started = std::chrono::steady_clock::now();
-    const auto until = detail::idle_spin_end(config_, started);
+    const auto until = std::max(detail::idle_spin_end(config_, started), started + busy_spin_.next());
+    const idle_news news = poll_until(started, until);
+    if (!busy_spin_.enabled()) return {news, std::nullopt};
+    if (news == idle_news::none) return {news, started};
+    busy_spin_.gap(std::chrono::steady_clock::now() - started);
+    return {news, std::nullopt};
+  }
+  idle_news poll_until(std::chrono::steady_clock::time_point started,
+                       std::chrono::steady_clock::time_point until) const noexcept {
     const auto polite_from = started + selfish_spin;
     for (;;) {
       for (int pause = 0; pause < 16; ++pause) {
@@ -870,6 +893,7 @@ private:
   std::list<pending_unregister> unregisters_;  // a list: senders cannot be move-assigned
   // What submitting an IO op costs lately, and so how many one enter takes.
   detail::submit_budget submit_budget_{config_.submit_budget};
+  detail::busy_spin busy_spin_{config_.busy_spin};
 };
 
 }  // namespace i2o2
