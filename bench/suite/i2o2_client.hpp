@@ -62,6 +62,9 @@ public:
   }
   bool ready(unsigned slot) const noexcept { return replies_[slot].is_ready(); }
   int wait(unsigned slot) const noexcept { return replies_[slot].wait(); }
+  /// Blocks until any slot's reply is in (i2o2::wait_any: spin, yield,
+  /// then one futex_waitv over every slot). Every slot must be in flight.
+  void wait_any() const noexcept { i2o2::wait_any(replies_); }
 
 private:
   std::vector<typename Handle::reply_type> replies_;
@@ -182,9 +185,8 @@ struct client_slots {
 /// Keeps `qd` ops in flight until `stop`: waits for the oldest, takes it
 /// and every other reply already in, and refills those slots with
 /// `make_op(slot)` as one batch (a sliding window). Then drains. With
-/// `in_order` false, a pass first takes whatever has completed in any slot
-/// (reads finish out of order) and waits only when nothing has. `slots`
-/// has room for `qd`.
+/// `in_order` false, a pass waits for any reply instead (reads finish out
+/// of order) and takes whatever has completed. `slots` has room for `qd`.
 template <class Window, class Handle, class MakeOp>
 void run_window(Handle& handle, Window& window, client_slots<Window, Handle>& slots, unsigned qd,
                 bool in_order, int expected, const char* impl, const std::atomic<bool>& stop,
@@ -208,17 +210,22 @@ void run_window(Handle& handle, Window& window, client_slots<Window, Handle>& sl
     const unsigned first_taken = oldest;
     bool took_any = false;
     if (!in_order) {
-      // Wait for any reply, not the oldest: polling the slots (spin, then a
-      // few yields) before blocking on one keeps reads that finished early
-      // from idling behind a slow one.
+      // Wait for any reply, not the oldest, so that reads finished early
+      // are not left idle behind a slow one (fio reaps whichever completes).
+      // Future replies: i2o2::wait_any, which can sleep on all of them at
+      // once. Callback slots: polled (spin, then a few yields), and if none
+      // is in by then, the pass waits on the oldest below.
       const auto any_ready = [&] {
         for (unsigned slot = 0; slot < qd; ++slot)
           if (window.ready(slot)) return true;
         return false;
       };
-      if (!any_ready() && !i2o2::detail::adaptive_spin::run(any_ready))
+      if constexpr (requires { window.wait_any(); }) {
+        window.wait_any();  // every slot is in flight: each pass refills all it took
+      } else if (!any_ready() && !i2o2::detail::adaptive_spin::run(any_ready)) {
         for (int round = 0; round < 8 && !any_ready(); ++round)
           std::this_thread::yield();
+      }
       for (unsigned slot = 0; slot < qd; ++slot) {
         if (!window.ready(slot)) continue;
         take(slot, window.wait(slot));
