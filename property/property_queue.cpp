@@ -4,11 +4,15 @@
 #include <i2o2/queue/mpsc_ring.hpp>
 #include <i2o2/queue/mutex_ring.hpp>
 
+#include "support.hpp"
+
 #include <catch2/catch.hpp>
 #include <rapidcheck/catch.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <span>
 #include <thread>
 #include <vector>
@@ -28,27 +32,36 @@ void check_concurrent_producers() {
   const auto capacity = *rc::gen::inRange<std::size_t>(2, 64);
   std::vector<std::vector<std::uint32_t>> batches(producers);
   for (auto& sizes : batches) {
-    sizes = *rc::gen::container<std::vector<std::uint32_t>>(
-        rc::gen::inRange<std::uint32_t>(1, static_cast<std::uint32_t>(std::min<std::size_t>(capacity, 5)) + 1));
+    sizes = *rc::gen::container<std::vector<std::uint32_t>>(rc::gen::inRange<std::uint32_t>(
+        1, static_cast<std::uint32_t>(std::min<std::size_t>(capacity, 5)) + 1));
     if (sizes.size() > 200) sizes.resize(200);
   }
 
   Queue queue(capacity);
   std::atomic<bool> start{false};
+  // A lost item would leave the consumer waiting for it, and a queue that
+  // never frees room its producers: both give up at the deadline and the
+  // case fails with a message instead of hanging.
+  std::atomic<bool> give_up{false};
   std::vector<std::thread> threads;
   std::size_t expected = 0;
   for (std::uint32_t p = 0; p < producers; ++p) {
-    for (auto size : batches[p]) expected += size;
+    for (auto size : batches[p])
+      expected += size;
     threads.emplace_back([&, p] {
-      while (!start.load()) std::this_thread::yield();
+      while (!start.load())
+        std::this_thread::yield();
       std::uint32_t sequence = 0;
       std::uint32_t batch_number = 0;
       for (const auto size : batches[p]) {
         std::vector<item> batch;
-        for (std::uint32_t i = 0; i < size; ++i) batch.push_back({p, sequence++, batch_number, size});
+        for (std::uint32_t i = 0; i < size; ++i)
+          batch.push_back({p, sequence++, batch_number, size});
         ++batch_number;
-        while (!(size == 1 ? queue.try_push(batch[0]) : queue.try_push_many(std::span<item>(batch))))
+        while (!(size == 1 ? queue.try_push(batch[0]) : queue.try_push_many(std::span<item>(batch)))) {
+          if (give_up.load()) return;
           std::this_thread::yield();
+        }
       }
     });
   }
@@ -56,14 +69,28 @@ void check_concurrent_producers() {
   std::vector<item> received;
   received.reserve(expected);
   start = true;
-  while (received.size() < expected) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (received.size() < expected && !give_up.load()) {
     queue.pop_batch(capacity, [&](item& value) noexcept {
       received.push_back(value);
       return true;
     });
+    if (std::chrono::steady_clock::now() > deadline) give_up = true;
     std::this_thread::yield();
   }
-  for (auto& thread : threads) thread.join();
+  for (auto& thread : threads)
+    thread.join();
+  if (give_up.load()) {
+    std::fprintf(stderr, "property_queue: %zu of %zu items arrived within 3 s\n", received.size(), expected);
+    RC_FAIL("Q1: items were lost (or the queue never freed room): the consumer gave up after 3 s");
+  }
+  // Anything left is a duplicate (or an item pushed twice).
+  std::size_t extra = 0;
+  queue.pop_batch(capacity, [&](item&) noexcept {
+    ++extra;
+    return true;
+  });
+  if (extra != 0) RC_FAIL("Q1: the queue held more items than were pushed (duplicates)");
   RC_ASSERT(queue.empty());
 
   // Nothing lost or duplicated, each producer's order kept.
@@ -75,7 +102,8 @@ void check_concurrent_producers() {
   }
   for (std::uint32_t p = 0; p < producers; ++p) {
     std::uint32_t total = 0;
-    for (auto size : batches[p]) total += size;
+    for (auto size : batches[p])
+      total += size;
     RC_ASSERT(next[p] == total);
   }
   // Batches contiguous: a batch's items follow each other with nothing
@@ -91,13 +119,20 @@ void check_concurrent_producers() {
   }
 }
 
-} // namespace
+}  // namespace
 
-TEST_CASE("mpsc_ring: concurrent producers, nothing lost, duplicated or reordered (Q1)", "[property][queue]") {
+// The loops above give up after their deadline; a watchdog per test case
+// also turns a hang inside a queue call (a spin that never ends) into a
+// failure with a message rather than a ctest timeout.
+TEST_CASE("mpsc_ring: concurrent producers, nothing lost, duplicated or reordered (Q1)",
+          "[property][queue]") {
+  const i2o2_test::watchdog watchdog("property_queue: mpsc_ring Q1", std::chrono::seconds(300));
   rc::prop("Q1 for mpsc_ring", [] { check_concurrent_producers<i2o2::mpsc_ring_queue<item>>(); });
 }
 
-TEST_CASE("mutex_ring: concurrent producers, nothing lost, duplicated or reordered (Q1)", "[property][queue]") {
+TEST_CASE("mutex_ring: concurrent producers, nothing lost, duplicated or reordered (Q1)",
+          "[property][queue]") {
+  const i2o2_test::watchdog watchdog("property_queue: mutex_ring Q1", std::chrono::seconds(300));
   rc::prop("Q1 for mutex_ring", [] { check_concurrent_producers<i2o2::mutex_ring_queue<item>>(); });
 }
 
@@ -107,7 +142,8 @@ TEST_CASE("a queue refuses what does not fit and takes nothing from it", "[prope
     i2o2::mpsc_ring_queue<item> queue(capacity);
     std::size_t pushed = 0;
     item value{};
-    while (queue.try_push(value)) ++pushed;
+    while (pushed <= queue.capacity() && queue.try_push(value))
+      ++pushed;  // bounded: a queue that never fills fails
     RC_ASSERT(pushed == queue.capacity());
     std::vector<item> batch(2);
     RC_ASSERT(!queue.try_push_many(std::span<item>(batch)));
