@@ -132,7 +132,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   cfg.registered_files = input.ConsumeBool() ? 0 : input.ConsumeIntegralInRange<std::uint32_t>(0, 4096);
   cfg.registered_buffers = input.ConsumeBool() ? 0 : input.ConsumeIntegralInRange<std::uint32_t>(0, 4096);
   cfg.idle_spin = std::chrono::microseconds(input.ConsumeIntegralInRange(0, 200));
-  cfg.busy_spin = cfg.idle_spin * 5;  // derived: the corpus keeps its meaning
+  // Derived, so that the corpus keeps its meaning; now and then out of
+  // range (negative, or over a second), which must be refused.
+  const auto idle_us = cfg.idle_spin.count();
+  cfg.busy_spin = idle_us % 13 == 5   ? std::chrono::microseconds(-1 - idle_us)
+                  : idle_us % 13 == 6 ? std::chrono::seconds(1) + cfg.idle_spin
+                                      : cfg.idle_spin * 5;
   if (input.ConsumeBool()) cfg.cpu_affinity = input.ConsumeIntegralInRange<unsigned>(0, 2047);
   cfg.thread_name = std::string(input.ConsumeIntegralInRange<std::size_t>(0, 20), 'n');
   if (input.ConsumeBool())

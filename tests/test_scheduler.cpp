@@ -163,37 +163,90 @@ TEST_CASE("an idle spin too long to count never ends, and the scheduler still st
 
 TEST_CASE("the busy spin polls while most idle gaps fit its limit, and only then", "[scheduler]") {
   using std::chrono::microseconds;
-  i2o2::detail::busy_spin spin(microseconds(200));
+  i2o2::detail::busy_spin spin(microseconds(200), microseconds(10));
   CHECK(spin.enabled());
   CHECK(spin.next() == microseconds(200));  // optimistic at first
   // Gaps longer than the limit (a client gone quiet, a socket poll): after
   // a few the scheduler parks after its idle spin alone.
   int misses = 0;
-  while (spin.next().count() != 0) {
+  while (spin.polling()) {
     spin.gap(microseconds(300));
     ++misses;
     REQUIRE(misses < 100);
   }
   CHECK(misses >= 4);  // one long gap is not enough to give up
+  CHECK(spin.next().count() == 0);
+  // Gaps the idle spin catches say nothing: they do not bring it back.
+  for (int round = 0; round < 100; ++round)
+    spin.gap(microseconds(round % 10));
+  CHECK_FALSE(spin.polling());
   // Measured while parking too: gaps that fit again bring the spin back.
   int hits = 0;
-  while (spin.next().count() == 0) {
+  while (!spin.polling()) {
     spin.gap(microseconds(200));  // at the limit counts as within it
     ++hits;
     REQUIRE(hits < 100);
   }
   CHECK(spin.next() == microseconds(200));  // the whole limit, not a fitted budget
-  // Half and half (QD 32 on a disk completing in bursts: short gaps inside
-  // a burst, long ones before): still polls, after every gap.
+  // Mostly short with a few long gaps (QD 32 on a disk completing in
+  // bursts): still polls, after every gap.
   for (int round = 0; round < 200; ++round) {
-    spin.gap(microseconds(round % 2 == 0 ? 5 : 250));
-    REQUIRE(spin.next() == microseconds(200));
+    spin.gap(microseconds(round % 4 == 0 ? 250 : 50));
+    REQUIRE(spin.polling());
   }
+  // Every other gap long (a 50 us op after 1 ms of thinking): each miss
+  // burns the whole limit for one wake saved; it stops.
+  for (int round = 0; round < 100; ++round)
+    spin.gap(microseconds(round % 2 == 0 ? 50 : 1000));
+  CHECK_FALSE(spin.polling());
 
-  i2o2::detail::busy_spin off(microseconds(0));
-  off.gap(microseconds(0));
+  i2o2::detail::busy_spin off(microseconds(0), microseconds(10));
+  off.gap(microseconds(50));
   CHECK_FALSE(off.enabled());
+  CHECK_FALSE(off.polling());
   CHECK(off.next().count() == 0);
+  // idle_spin of microseconds::max() (never park) does not overflow.
+  i2o2::detail::busy_spin endless(microseconds(200), microseconds::max());
+  endless.gap(microseconds(300));
+  CHECK(endless.polling());  // no gap is longer than a never-ending idle spin
+}
+
+TEST_CASE("a scheduler whose idle gaps are long stops busy-spinning, and stays stopped", "[scheduler]") {
+  // A client that sends a few ops back to back, then thinks for 5 ms (a
+  // request/response server): only the long gaps may count, and they are
+  // misses, so the busy spin turns off after a few requests and stays off.
+  // - idle_spin 1 ms, three ops per request: the gaps between the ops are
+  //   the idle spin's to catch and must not count as hits (they kept the
+  //   spin on: 200 us of CPU per request);
+  // - idle_spin 0, one write per request: an IO op that the park's own
+  //   enter submits (once the submit budget has learned its cost) completes
+  //   inline, which must not count as a short gap (it switched the spin
+  //   back on every few requests).
+  const bool idle_spin = GENERATE(true, false);
+  CAPTURE(idle_spin);
+  const int ops_per_request = idle_spin ? 3 : 1;
+  i2o2_test::watchdog dog("busy spin turns off");
+  auto [owner, handle] =
+      i2o2::spawn({.ring_depth = 8,
+                   .idle_spin = idle_spin ? std::chrono::microseconds(1000) : std::chrono::microseconds(0)});
+  i2o2_test::pipe_pair pipe;  // holds every byte written here
+  const auto request = [&] {
+    for (int op = 0; op < ops_per_request; ++op)
+      REQUIRE(handle.submit(i2o2::op::write{.file = pipe.write_end(), .buf = "w", .len = 1}).wait() == 1);
+    // The think time is the stimulus, not a synchronisation: a longer
+    // sleep only makes the gap longer, still a miss.
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  };
+  CHECK(owner.scheduler().busy_spinning());  // optimistic at first
+  int requests = 0;
+  while (owner.scheduler().busy_spinning()) {
+    request();
+    REQUIRE(++requests < 50);
+  }
+  for (int round = 0; round < 30; ++round) {
+    request();
+    CHECK_FALSE(owner.scheduler().busy_spinning());
+  }
 }
 
 namespace {

@@ -61,14 +61,14 @@ struct config {
   /// microseconds::max() never parks.
   std::chrono::microseconds idle_spin{10};
 
-  /// How long a busy scheduler polls before parking, beyond idle_spin:
-  /// while its recent idle gaps (from running out of work to the next
-  /// submit or completion) mostly lasted no longer than this, it polls this
-  /// long; otherwise only for idle_spin (detail/busy_spin.hpp). Work that finds it parked
-  /// must first wake it (15-20 us in a VM); polling takes it at once, for
-  /// the CPU the poll burns (yielding to any thread that wants the core).
-  /// 4 KiB O_DIRECT reads at QD 1 ran 1.3-1.5x faster with it (Benchmarks).
-  /// Zero: only idle_spin. At most one second.
+  /// How long a busy scheduler polls before parking, when longer than
+  /// idle_spin: while most of its recent idle gaps (from running out of
+  /// work to the next submit or completion) lasted no longer than this
+  /// (detail/busy_spin.hpp has the rule); otherwise only idle_spin. Work
+  /// that finds it parked must first wake it (15-20 us in a VM); polling
+  /// takes it at once, for the CPU the poll burns (yielding to any thread
+  /// that wants the core). 4 KiB O_DIRECT reads at QD 1 ran 1.2-1.6x faster
+  /// with it (README, Benchmarks). Zero: only idle_spin. At most a second.
   std::chrono::microseconds busy_spin{200};
 
   /// Pin the scheduler thread to this CPU (`spawn` only).

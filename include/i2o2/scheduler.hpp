@@ -130,6 +130,9 @@ public:
   void request_stop() noexcept { state_->close(deadline_of(config_)); }
 
   const config& settings() const noexcept { return config_; }
+  /// Whether the scheduler polls for config::busy_spin before parking now
+  /// (its recent idle gaps were short). Any thread; a snapshot.
+  bool busy_spinning() const noexcept { return busy_spin_.polling(); }
   /// The IORING_SETUP_* flags the ring was created with.
   std::uint32_t ring_flags() const noexcept { return ring_.flags(); }
 
@@ -626,7 +629,10 @@ private:
     const auto started = std::chrono::steady_clock::now();
     const auto until = std::max(detail::idle_spin_end(config_, started), started + busy_spin_.next());
     const idle_news news = poll_until(started, until);
-    if (!busy_spin_.enabled()) return {news, std::nullopt};
+    // Not a gap when SQEs are still to be submitted (no spin to submit them
+    // first): the park's own enter submits them, and an op that completes
+    // inline would end its own "gap" at once.
+    if (!busy_spin_.enabled() || ring_.sq_pending() != 0) return {news, std::nullopt};
     if (news == idle_news::none) return {news, started};
     busy_spin_.gap(std::chrono::steady_clock::now() - started);
     return {news, std::nullopt};
@@ -893,7 +899,7 @@ private:
   std::list<pending_unregister> unregisters_;  // a list: senders cannot be move-assigned
   // What submitting an IO op costs lately, and so how many one enter takes.
   detail::submit_budget submit_budget_{config_.submit_budget};
-  detail::busy_spin busy_spin_{config_.busy_spin};
+  detail::busy_spin busy_spin_{config_.busy_spin, config_.idle_spin};
 };
 
 }  // namespace i2o2
