@@ -226,9 +226,12 @@ TEST_CASE("a scheduler whose idle gaps are long stops busy-spinning, and stays s
   CAPTURE(idle_spin);
   const int ops_per_request = idle_spin ? 3 : 1;
   i2o2_test::watchdog dog("busy spin turns off");
-  auto [owner, handle] =
+  // Named members, not a structured binding: clang 14 lambdas cannot capture those.
+  auto running =
       i2o2::spawn({.ring_depth = 8,
                    .idle_spin = idle_spin ? std::chrono::microseconds(1000) : std::chrono::microseconds(0)});
+  auto& owner = running.owner;
+  auto& handle = running.handle;
   i2o2_test::pipe_pair pipe;  // holds every byte written here
   const auto request = [&] {
     for (int op = 0; op < ops_per_request; ++op)
