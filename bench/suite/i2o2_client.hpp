@@ -63,7 +63,7 @@ public:
   bool ready(unsigned slot) const noexcept { return replies_[slot].is_ready(); }
   int wait(unsigned slot) const noexcept { return replies_[slot].wait(); }
   /// Blocks until any slot's reply is in (i2o2::wait_any: spin, yield,
-  /// then one futex_waitv over every slot). Every slot must be in flight.
+  /// then one futex word for every slot). Every slot must be in flight.
   void wait_any() const noexcept { i2o2::wait_any(replies_); }
 
 private:

@@ -2,9 +2,7 @@
 /// The fault-injecting seam at the kernel boundary, compiled only into test
 /// builds (I2O2_TESTING): tests make the next io_uring_enter calls fail with
 /// -EINTR, -EAGAIN or -EBUSY, or the next ring setup fail with -ENOMEM or
-/// -EPERM, without submitting anything, as the kernel may; or futex_waitv
-/// fail with -ENOSYS, as before Linux 5.16, or -EPERM, as under a seccomp
-/// profile older than it; or the next MSG_RING wake-ups fail (the
+/// -EPERM, without submitting anything, as the kernel may; or the next MSG_RING wake-ups fail (the
 /// wait::msg_ring strategy) without posting anything; or sparse table
 /// registration be refused, as before Linux 5.19; or the feature probe's
 /// next IORING_REGISTER_PROBE or setup-flag trial fail. (Pretending an
@@ -30,10 +28,6 @@ public:
   }
   /// The next ring setup returns -error.
   void fail_setup(int error) noexcept { setup_error_.store(error); }
-  /// futex_waitv fails with -error from now on (0: no more); ENOSYS as
-  /// before Linux 5.16, EPERM as under a seccomp profile older than it.
-  void fail_futex_waitv(int error) noexcept { futex_waitv_error_.store(error); }
-  void fail_futex_waitv(bool) = delete;  // say which errno
   /// The feature probe's next IORING_REGISTER_PROBE fails with -error.
   void fail_opcode_probe(int error) noexcept { opcode_probe_error_.store(error); }
   /// The feature probe's next setup-flag trial fails with -error.
@@ -57,7 +51,6 @@ public:
     waker_enter_failures_.store(0);
     enter_failures_.store(0);
     setup_error_.store(0);
-    futex_waitv_error_.store(0);
     opcode_probe_error_.store(0);
     flag_trial_error_.store(0);
   }
@@ -76,14 +69,7 @@ public:
   int take_setup() noexcept { return setup_error_.exchange(0); }
   int take_opcode_probe() noexcept { return opcode_probe_error_.exchange(0); }
   int take_flag_trial() noexcept { return flag_trial_error_.exchange(0); }
-  int take_futex_waitv() noexcept {
-    const int error = futex_waitv_error_.load(std::memory_order_relaxed);
-    if (error != 0) injected_futex_waitv_.fetch_add(1);
-    return error;
-  }
   bool take_sparse_refusal() noexcept { return sparse_refused_.load(std::memory_order_relaxed); }
-  /// How many futex_waitv calls failed by injection so far.
-  long injected_futex_waitvs() const noexcept { return injected_futex_waitv_.load(); }
 
 private:
   static int take(std::atomic<int>& failures, const std::atomic<int>& error,
@@ -104,8 +90,6 @@ private:
   std::atomic<long> injected_{0};
   std::atomic<int> opcode_probe_error_{0};
   std::atomic<int> flag_trial_error_{0};
-  std::atomic<int> futex_waitv_error_{0};
-  std::atomic<long> injected_futex_waitv_{0};
   std::atomic<int> msg_ring_error_{0};
   std::atomic<int> msg_ring_failures_{0};
   std::atomic<long> injected_msg_rings_{0};
@@ -119,7 +103,6 @@ inline int injected_enter_error() noexcept { return fault_injection::get().take_
 inline int injected_setup_error() noexcept { return fault_injection::get().take_setup(); }
 inline int injected_opcode_probe_error() noexcept { return fault_injection::get().take_opcode_probe(); }
 inline int injected_flag_trial_error() noexcept { return fault_injection::get().take_flag_trial(); }
-inline int injected_futex_waitv_error() noexcept { return fault_injection::get().take_futex_waitv(); }
 inline int injected_msg_ring_error() noexcept { return fault_injection::get().take_msg_ring(); }
 inline int injected_waker_enter_error() noexcept { return fault_injection::get().take_waker_enter(); }
 inline bool injected_sparse_refusal() noexcept { return fault_injection::get().take_sparse_refusal(); }
@@ -128,7 +111,6 @@ constexpr int injected_enter_error() noexcept { return 0; }
 constexpr int injected_setup_error() noexcept { return 0; }
 constexpr int injected_opcode_probe_error() noexcept { return 0; }
 constexpr int injected_flag_trial_error() noexcept { return 0; }
-constexpr int injected_futex_waitv_error() noexcept { return 0; }
 constexpr int injected_msg_ring_error() noexcept { return 0; }
 constexpr int injected_waker_enter_error() noexcept { return 0; }
 constexpr bool injected_sparse_refusal() noexcept { return false; }

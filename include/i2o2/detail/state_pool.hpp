@@ -31,6 +31,17 @@
 #include <new>
 #include <vector>
 
+#if defined(__SANITIZE_ADDRESS__)
+#define I2O2_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define I2O2_ASAN 1
+#endif
+#endif
+#ifdef I2O2_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace i2o2::detail {
 
 template <class T, std::size_t Capacity = 256>
@@ -55,6 +66,7 @@ public:
         spare = fresh(*home);
       }
     }
+    unpoison(spare);
     return ::new (static_cast<void*>(spare->storage)) T(std::forward<Args>(args)...);
   }
 
@@ -62,6 +74,7 @@ public:
   static void destroy(T* object) noexcept {
     object->~T();
     block* freed = block_of(object);
+    poison(freed);
     // Null when unbound, which no block's home is: the block goes home.
     cache* mine = owned_;
     if (freed->home != mine) {
@@ -115,6 +128,20 @@ private:
       }
     }
   };
+
+  // ASan builds: a pooled block's object is unreadable until it is made
+  // again, so that a use after destroy (a sender touching a state after its
+  // last reference went) is reported rather than reading a reused block.
+  static void poison([[maybe_unused]] block* pooled) noexcept {
+#ifdef I2O2_ASAN
+    ASAN_POISON_MEMORY_REGION(pooled->storage, sizeof(pooled->storage));
+#endif
+  }
+  static void unpoison([[maybe_unused]] block* pooled) noexcept {
+#ifdef I2O2_ASAN
+    ASAN_UNPOISON_MEMORY_REGION(pooled->storage, sizeof(pooled->storage));
+#endif
+  }
 
   static block* fresh(cache& home) {
     block* made = new block;

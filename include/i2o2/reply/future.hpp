@@ -4,6 +4,7 @@
 /// `co_await` from a C++20 coroutine.
 
 #include "../detail/adaptive_spin.hpp"
+#include "../detail/any_waiter.hpp"
 #include "../detail/cpu_relax.hpp"
 #include "../detail/futex.hpp"
 #include "../detail/state_pool.hpp"
@@ -12,10 +13,7 @@
 
 #include <sched.h>
 
-#include <algorithm>
-#include <array>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <coroutine>
 #include <cstddef>
@@ -37,11 +35,16 @@ struct future_state {
   // `waiter` must be resumed: set by the awaiter as it suspends, taken back
   // by `detach` when the receiver goes first (its coroutine destroyed).
   static constexpr std::uint32_t continuation = 4;
+  // A wait_any sleeps on `any` (among other replies): wake it there.
+  static constexpr std::uint32_t any_sleeper = 8;
 
   // The futex word. Release on `ready` publishes `result`.
   std::atomic<std::uint32_t> flags{0};
   std::atomic<std::uint32_t> references{2};
   int result = 0;
+  // Set by wait_any before it announces `any_sleeper`; read by the sender
+  // only when its fetch_or(ready) saw that bit.
+  any_waiter* any = nullptr;
   // Resumed on completion when `continuation` is set: inline, or through
   // `resumer(resumer_context)` when the awaiter names an executor.
   std::coroutine_handle<> waiter;
@@ -310,6 +313,7 @@ struct future {
       state->result = result;
       const auto before = state->flags.fetch_or(detail::future_state::ready, std::memory_order_acq_rel);
       if (before & detail::future_state::sleeper) detail::futex_wake(state->flags);
+      if (before & detail::future_state::any_sleeper) state->any->wake();
       if (before & detail::future_state::continuation) state->resume();
       state->release();
     }
@@ -332,12 +336,12 @@ static_assert(reply_factory<future>);
 /// Blocks until one of `replies` is ready and returns the index of the
 /// first ready one: how a client with several ops in flight takes whichever
 /// finishes first instead of waiting on the oldest. Spins briefly, then
-/// sleeps on every reply's word at once (futex_waitv, Linux 5.16; older
-/// kernels sleep on the first unready reply, waking every millisecond to
-/// look at the rest). Preconditions: `replies` is not empty, every reply
-/// is valid(), and no other thread waits on them.
-/// Returns the first ready index.
+/// sleeps on one futex word shared by all of them (detail/any_waiter.hpp):
+/// any number of replies, on any kernel, and however many complete at
+/// once, the scheduler makes one wake syscall. Preconditions: `replies` is
+/// not empty, every reply is valid(), and no other thread waits on them.
 inline std::size_t wait_any(std::span<const future_reply> replies) noexcept {
+  using state = detail::future_state;
   std::size_t found = 0;
   const auto any_ready = [&] {
     for (found = 0; found < replies.size(); ++found)
@@ -350,45 +354,45 @@ inline std::size_t wait_any(std::span<const future_reply> replies) noexcept {
     ::sched_yield();
     if (any_ready()) return found;
   }
-  std::array<detail::futex_waiter, detail::futex_waitv_max> waiters;
-  const std::size_t watched = std::min(replies.size(), waiters.size());
-  // Past 128 replies the rest are polled between bounded sleeps.
-  const timespec poll_interval{0, 1'000'000};
-  const timespec* bound = watched < replies.size() ? &poll_interval : nullptr;
-  const auto stop_announcing = [&](std::size_t count) {
-    // Senders of the replies not taken need not wake anyone now.
-    for (std::size_t i = 0; i < count; ++i)
-      replies[i].state_->flags.fetch_and(~detail::future_state::sleeper, std::memory_order_relaxed);
-  };
+  detail::any_waiter* waiter = detail::any_waiter::make();
+  std::uint32_t unused = 1;  // references to give back at the end: ours, and announcements no sender saw
   for (;;) {
-    // Announce a sleeper on each word (the sender wakes only then), then
-    // sleep unless one completed meanwhile.
-    for (std::size_t i = 0; i < watched; ++i) {
-      auto& flags = replies[i].state_->flags;
-      const auto now = flags.fetch_or(detail::future_state::sleeper, std::memory_order_acq_rel);
-      if (now & detail::future_state::ready) {
-        stop_announcing(i);
-        return i;
+    // Announce the waiter on each reply (a reference each, which the
+    // sender takes over if it sees the announcement); stop at one that
+    // is in already, whose sender never will.
+    waiter->hold(static_cast<std::uint32_t>(replies.size()));
+    std::size_t announced = 0;
+    bool in_already = false;
+    for (; announced < replies.size(); ++announced) {
+      state& target = *replies[announced].state_;
+      target.any = waiter;
+      const auto before = target.flags.fetch_or(state::any_sleeper, std::memory_order_acq_rel);
+      if (before & state::ready) {
+        target.flags.fetch_and(~state::any_sleeper, std::memory_order_relaxed);
+        in_already = true;
+        break;
       }
-      waiters[i] = detail::waiter_for(flags, now | detail::future_state::sleeper);
     }
-    if (detail::futex_wait_any(waiters.data(), watched, bound) == -ENOSYS) {
-      // Before Linux 5.16: one word at a time. Sleep on the first unready
-      // one, but bounded, or a later reply finishing first would go unseen
-      // until the first finished: forever, if the first waits on something
-      // the client does only after taking a later one.
-      for (std::size_t i = 0; i < watched; ++i)
-        if (!replies[i].is_ready()) {
-          detail::futex_wait(replies[i].state_->flags, static_cast<std::uint32_t>(waiters[i].expected),
-                             &poll_interval);
-          break;
-        }
+    unused += static_cast<std::uint32_t>(replies.size() - announced);
+    if (!in_already) waiter->sleep();
+    // Withdraw: a reply already in when its bit is cleared had a sender
+    // that saw the announcement (its reference is the sender's to drop);
+    // any other reply's sender will never see it.
+    bool any_in = in_already;
+    for (std::size_t i = 0; i < announced; ++i) {
+      const auto before = replies[i].state_->flags.fetch_and(~state::any_sleeper, std::memory_order_acq_rel);
+      if (before & state::ready)
+        any_in = true;
+      else
+        ++unused;
     }
-    if (any_ready()) {
-      stop_announcing(watched);
-      return found;
-    }
+    // Nothing in: a signal or a spurious wake. No sender saw an
+    // announcement, so the word is still clear: announce again.
+    if (any_in) break;
   }
+  waiter->release(unused);
+  any_ready();
+  return found;
 }
 
 }  // namespace i2o2
