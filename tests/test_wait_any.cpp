@@ -4,6 +4,7 @@
 #include "proc_support.hpp"
 #include "support.hpp"
 
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -162,6 +163,59 @@ TEST_CASE(
   for (std::size_t i = 0; i < pairs.replies.size(); ++i)
     CHECK(pairs.replies[i].wait() == 100 + static_cast<int>(i));
   CHECK(i2o2::wait_any(pairs.replies) == 0);  // all in: the first, at once
+}
+
+namespace {
+std::atomic<int> signals_handled{0};
+void count_signal(int) { signals_handled.fetch_add(1); }
+}  // namespace
+
+TEST_CASE("wait_any interrupted by signals while it sleeps announces itself again, and still wakes",
+          "[wait_any]") {
+  // A handler without SA_RESTART: each signal ends the futex sleep with
+  // EINTR and no reply in, so wait_any must withdraw and announce again,
+  // holding a fresh reference per announcement (ASan and TSan builds check
+  // the count: one hold for every round would free the waiter while its
+  // senders still use it).
+  i2o2_test::watchdog dog("wait_any with signals");
+  struct sigaction action {};
+  action.sa_handler = count_signal;
+  sigemptyset(&action.sa_mask);
+  struct sigaction previous {};
+  REQUIRE(::sigaction(SIGUSR1, &action, &previous) == 0);
+  struct restore {
+    struct sigaction& previous;
+    ~restore() { ::sigaction(SIGUSR1, &previous, nullptr); }
+  } restore_on_exit{previous};
+
+  reply_pairs pairs(4);
+  const int handled_before = signals_handled.load();
+  std::atomic<pid_t> tid{0};
+  std::atomic<std::size_t> got{SIZE_MAX};
+  std::thread waiting([&] {
+    tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
+    got.store(i2o2::wait_any(pairs.replies));
+  });
+  constexpr int interruptions = 5;
+  for (int i = 1; i <= interruptions; ++i) {
+    // Asleep again: the handler has run for every earlier signal.
+    REQUIRE(i2o2_test::eventually([&] {
+      return tid.load() != 0 && signals_handled.load() - handled_before == i - 1 &&
+             i2o2_test::run_state(tid.load()) == 'S';
+    }));
+    REQUIRE(::syscall(SYS_tgkill, ::getpid(), tid.load(), SIGUSR1) == 0);
+  }
+  REQUIRE(i2o2_test::eventually([&] {
+    return signals_handled.load() - handled_before == interruptions &&
+           i2o2_test::run_state(tid.load()) == 'S';
+  }));
+  pairs.complete(2);
+  waiting.join();
+  CHECK(got.load() == 2);
+  for (std::size_t i = 0; i < pairs.replies.size(); ++i)
+    if (i != 2) pairs.complete(i);
+  for (std::size_t i = 0; i < pairs.replies.size(); ++i)
+    CHECK(pairs.replies[i].wait() == 100 + static_cast<int>(i));
 }
 
 TEST_CASE("wait_any racing its replies' completions returns one that is in, and loses no wake",

@@ -64,7 +64,7 @@ public:
   int wait(unsigned slot) const noexcept { return replies_[slot].wait(); }
   /// Blocks until any slot's reply is in (i2o2::wait_any: spin, yield,
   /// then one futex word for every slot). Every slot must be in flight.
-  void wait_any() const noexcept { i2o2::wait_any(replies_); }
+  void wait_any() const { i2o2::wait_any(replies_); }
 
 private:
   std::vector<typename Handle::reply_type> replies_;

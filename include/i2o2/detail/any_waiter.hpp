@@ -14,6 +14,7 @@
 #include "state_pool.hpp"
 
 #include <atomic>
+#include <cassert>
 #include <cstdint>
 
 namespace i2o2::detail {
@@ -29,8 +30,11 @@ public:
   /// Client: lets go of `count` references (its own, and those of
   /// announcements no sender saw).
   void release(std::uint32_t count = 1) noexcept {
+    if (count == 0) return;
     // acq_rel: the last owner must see the others' writes before freeing.
-    if (count != 0 && references_.fetch_sub(count, std::memory_order_acq_rel) == count) pool::destroy(this);
+    const std::uint32_t held = references_.fetch_sub(count, std::memory_order_acq_rel);
+    assert(held >= count && "an any_waiter released more references than were held");
+    if (held == count) pool::destroy(this);
   }
 
   /// Client: sleeps until a sender woke it (or a signal, or a spurious

@@ -31,14 +31,19 @@
 #include <new>
 #include <vector>
 
-#if defined(__SANITIZE_ADDRESS__)
-#define I2O2_ASAN 1
-#elif defined(__has_feature)
+// Test builds under ASan poison pooled blocks (see poison()). Only test
+// builds: every file of a program must agree on these inline functions, and
+// a program may mix ASan and plain files, where a plain file's make()
+// would hand out a block an ASan file's destroy() poisoned. I2O2_TESTING
+// is set for a whole build.
+#if defined(I2O2_TESTING) && defined(__SANITIZE_ADDRESS__)
+#define I2O2_POISON_POOLS 1
+#elif defined(I2O2_TESTING) && defined(__has_feature)
 #if __has_feature(address_sanitizer)
-#define I2O2_ASAN 1
+#define I2O2_POISON_POOLS 1
 #endif
 #endif
-#ifdef I2O2_ASAN
+#ifdef I2O2_POISON_POOLS
 #include <sanitizer/asan_interface.h>
 #endif
 
@@ -129,16 +134,16 @@ private:
     }
   };
 
-  // ASan builds: a pooled block's object is unreadable until it is made
+  // ASan test builds: a pooled block's object is unreadable until it is made
   // again, so that a use after destroy (a sender touching a state after its
   // last reference went) is reported rather than reading a reused block.
   static void poison([[maybe_unused]] block* pooled) noexcept {
-#ifdef I2O2_ASAN
+#ifdef I2O2_POISON_POOLS
     ASAN_POISON_MEMORY_REGION(pooled->storage, sizeof(pooled->storage));
 #endif
   }
   static void unpoison([[maybe_unused]] block* pooled) noexcept {
-#ifdef I2O2_ASAN
+#ifdef I2O2_POISON_POOLS
     ASAN_UNPOISON_MEMORY_REGION(pooled->storage, sizeof(pooled->storage));
 #endif
   }

@@ -130,7 +130,7 @@ public:
   std::uint64_t cancel_key() const noexcept { return key_; }
   void set_cancel_key(std::uint64_t key) noexcept { key_ = key; }
 
-  friend std::size_t wait_any(std::span<const future_reply> replies) noexcept;
+  friend std::size_t wait_any(std::span<const future_reply> replies);
 
   /// False for a default-constructed or moved-from reply.
   bool valid() const noexcept { return state_ != nullptr; }
@@ -340,7 +340,10 @@ static_assert(reply_factory<future>);
 /// any number of replies, on any kernel, and however many complete at
 /// once, the scheduler makes one wake syscall. Preconditions: `replies` is
 /// not empty, every reply is valid(), and no other thread waits on them.
-inline std::size_t wait_any(std::span<const future_reply> replies) noexcept {
+/// Throws std::bad_alloc if it must sleep and cannot get a waiter (its pool
+/// allocates only when empty, as on a thread's first sleep); nothing is
+/// announced then, and the replies are as they were.
+inline std::size_t wait_any(std::span<const future_reply> replies) {
   using state = detail::future_state;
   std::size_t found = 0;
   const auto any_ready = [&] {
@@ -354,9 +357,12 @@ inline std::size_t wait_any(std::span<const future_reply> replies) noexcept {
     ::sched_yield();
     if (any_ready()) return found;
   }
-  detail::any_waiter* waiter = detail::any_waiter::make();
-  std::uint32_t unused = 1;  // references to give back at the end: ours, and announcements no sender saw
+  detail::any_waiter* waiter = detail::any_waiter::make();  // holding our own reference
   for (;;) {
+    // References of this round's announcements that no sender saw: given
+    // back each round, so that a wait interrupted again and again (signals)
+    // cannot grow the count.
+    std::uint32_t unused = 0;
     // Announce the waiter on each reply (a reference each, which the
     // sender takes over if it sees the announcement); stop at one that
     // is in already, whose sender never will.
@@ -386,13 +392,15 @@ inline std::size_t wait_any(std::span<const future_reply> replies) noexcept {
       else
         ++unused;
     }
+    if (any_in) {
+      waiter->release(unused + 1);  // and ours: a sender that saw us may still hold it
+      any_ready();
+      return found;
+    }
     // Nothing in: a signal or a spurious wake. No sender saw an
     // announcement, so the word is still clear: announce again.
-    if (any_in) break;
+    waiter->release(unused);  // never the last: ours remains
   }
-  waiter->release(unused);
-  any_ready();
-  return found;
 }
 
 }  // namespace i2o2
