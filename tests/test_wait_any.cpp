@@ -174,9 +174,9 @@ TEST_CASE("wait_any interrupted by signals while it sleeps announces itself agai
           "[wait_any]") {
   // A handler without SA_RESTART: each signal ends the futex sleep with
   // EINTR and no reply in, so wait_any must withdraw and announce again,
-  // holding a fresh reference per announcement (ASan and TSan builds check
-  // the count: one hold for every round would free the waiter while its
-  // senders still use it).
+  // holding a fresh reference per announcement (one hold for every round
+  // would release more than was held, which any_waiter asserts, and free
+  // the waiter while its senders still use it).
   i2o2_test::watchdog dog("wait_any with signals");
   struct sigaction action {};
   action.sa_handler = count_signal;
@@ -223,7 +223,8 @@ TEST_CASE("wait_any racing its replies' completions returns one that is in, and 
   // Completions land before, during and after wait_any announces itself,
   // while it sleeps and while it withdraws: each sender that saw the
   // announcement holds the waiter until its wake is done, and the client
-  // drops the rest (ASan and TSan builds check the hand-over).
+  // drops the rest (any_waiter asserts no over-release; ASan builds report
+  // a use after the last release, TSan a race on the hand-over).
   i2o2_test::watchdog dog("wait_any racing completions");
   constexpr int rounds = 3000;
   constexpr std::size_t count = 4;
