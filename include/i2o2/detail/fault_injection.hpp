@@ -2,12 +2,13 @@
 /// The fault-injecting seam at the kernel boundary, compiled only into test
 /// builds (I2O2_TESTING): tests make the next io_uring_enter calls fail with
 /// -EINTR, -EAGAIN or -EBUSY, or the next ring setup fail with -ENOMEM or
-/// -EPERM, without submitting anything, as the kernel may; or the next MSG_RING wake-ups fail (the
-/// wait::msg_ring strategy) without posting anything; or sparse table
-/// registration be refused, as before Linux 5.19; or the feature probe's
-/// next IORING_REGISTER_PROBE or setup-flag trial fail. (Pretending an
-/// older kernel's io_uring is kernel_features::pretend_missing.) Without
-/// I2O2_TESTING every hook is a constant and compiles away.
+/// -EPERM, without submitting anything, as the kernel may; or the next
+/// MSG_RING wake-ups fail (the wait::msg_ring strategy) without posting
+/// anything; or sparse table registration be refused, as before Linux 5.19;
+/// or the feature probe's next IORING_REGISTER_PROBE or setup-flag trial
+/// fail. (Pretending an older kernel's io_uring is
+/// kernel_features::pretend_missing.) Without I2O2_TESTING every hook is a
+/// constant and compiles away.
 
 #include <atomic>
 
