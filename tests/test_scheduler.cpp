@@ -218,13 +218,15 @@ TEST_CASE("a scheduler whose idle gaps are long stops busy-spinning, and stays s
   // - idle_spin 1 ms, three ops per request: the gaps between the ops are
   //   the idle spin's to catch and must not count as hits (they kept the
   //   spin on: 200 us of CPU per request);
-  // - idle_spin 0, one write per request: an IO op that the park's own
+  // - idle_spin 0, two writes per request: an IO op that the park's own
   //   enter submits (once the submit budget has learned its cost) completes
-  //   inline, which must not count as a short gap (it switched the spin
-  //   back on every few requests).
+  //   inline, which must not count as a short gap. The gap between the two
+  //   writes is a real hit and the think time a miss, so half the gaps hit
+  //   and the spin stays off; counting each inline completion as a third
+  //   and fourth hit makes three in four, which turns it back on for good.
   const bool idle_spin = GENERATE(true, false);
   CAPTURE(idle_spin);
-  const int ops_per_request = idle_spin ? 3 : 1;
+  const int ops_per_request = idle_spin ? 3 : 2;
   i2o2_test::watchdog dog("busy spin turns off");
   // Named members, not a structured binding: clang 14 lambdas cannot capture those.
   auto running =
