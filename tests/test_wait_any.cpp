@@ -134,6 +134,8 @@ public:
     if (thread_.joinable()) thread_.join();
   }
   bool asleep() const { return tid_.load() != 0 && i2o2_test::run_state(tid_.load()) == 'S'; }
+  /// Sends the thread `signal` (once it is known).
+  bool send(int signal) const { return ::syscall(SYS_tgkill, ::getpid(), tid_.load(), signal) == 0; }
   /// The index wait_any returned, once it has.
   std::size_t join() {
     thread_.join();
@@ -190,28 +192,17 @@ TEST_CASE("wait_any interrupted by signals while it sleeps announces itself agai
 
   reply_pairs pairs(4);
   const int handled_before = signals_handled.load();
-  std::atomic<pid_t> tid{0};
-  std::atomic<std::size_t> got{SIZE_MAX};
-  std::thread waiting([&] {
-    tid.store(static_cast<pid_t>(::syscall(SYS_gettid)));
-    got.store(i2o2::wait_any(pairs.replies));
-  });
+  const auto handled = [&] { return signals_handled.load() - handled_before; };
+  any_waiting_thread waiting(pairs.replies);
   constexpr int interruptions = 5;
   for (int i = 1; i <= interruptions; ++i) {
     // Asleep again: the handler has run for every earlier signal.
-    REQUIRE(i2o2_test::eventually([&] {
-      return tid.load() != 0 && signals_handled.load() - handled_before == i - 1 &&
-             i2o2_test::run_state(tid.load()) == 'S';
-    }));
-    REQUIRE(::syscall(SYS_tgkill, ::getpid(), tid.load(), SIGUSR1) == 0);
+    REQUIRE(i2o2_test::eventually([&] { return handled() == i - 1 && waiting.asleep(); }));
+    REQUIRE(waiting.send(SIGUSR1));
   }
-  REQUIRE(i2o2_test::eventually([&] {
-    return signals_handled.load() - handled_before == interruptions &&
-           i2o2_test::run_state(tid.load()) == 'S';
-  }));
+  REQUIRE(i2o2_test::eventually([&] { return handled() == interruptions && waiting.asleep(); }));
   pairs.complete(2);
-  waiting.join();
-  CHECK(got.load() == 2);
+  CHECK(waiting.join() == 2);
   for (std::size_t i = 0; i < pairs.replies.size(); ++i)
     if (i != 2) pairs.complete(i);
   for (std::size_t i = 0; i < pairs.replies.size(); ++i)
